@@ -1,0 +1,687 @@
+"""One gradient check: ``check_gradients`` and its result types.
+
+The design, in short (details in ``docs/design.md``):
+
+* every comparison is between an *analytic* number (from the user's ``grads``) and a *numeric*
+  one (a central difference of ``loss_fn``) along a *direction* in one tensor: a single
+  coordinate (``sample="all"`` or an int), or a random ±1 (Rademacher) unit vector over a range of
+  entries (``sample="auto"``). Rademacher projections estimate formula (2) of the documents without
+  bias, and a single wrong entry shows in every projection with its full size.
+* a gap above the threshold is re-measured at a quarter of the step: a real error stays put,
+  while round-off (∝ 1/ε) and a kink crossed inside ±ε (ReLU) move. What moves, and what the
+  round-off floor explains, is reported as noise instead of a bug.
+* a tensor that fails under ``"auto"`` is localised by bisection over its entries, down to one
+  entry, within a fixed budget of loss evaluations.
+
+Parameters are perturbed in place (float64) and restored bitwise in ``finally`` blocks; tensors of
+lower precision are checked through a float64 copy handed to ``loss_fn`` in a shallow copy of the
+mapping, so the user's float32 arrays are never written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import DropoutActiveError, GradWatchError
+from .numerics import default_epsilon, default_threshold, named_tensors, relative_difference
+
+Params = Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
+Grads = Union[Mapping[str, Any], Sequence[Any]]
+Progress = Callable[[int, int], None]
+
+#: Loss evaluations allowed to ``sample="auto"`` for a model of up to 20 tensors (then 20 per tensor).
+AUTO_BUDGET = 400
+#: Below this many entries in all, ``sample="auto"`` runs the documents' full loop.
+AUTO_FULL_LOOP_MAX_ENTRIES = 100
+#: Random directions per tensor in ``sample="auto"``.
+AUTO_DIRECTIONS = 2
+#: The re-check uses the step divided by this.
+RECHECK_RATIO = 4.0
+#: At most this many quantities per tensor are re-checked at the smaller step.
+RECHECK_CAP = 16
+#: Safety factors on the round-off floors of the numeric (loss) and analytic (gradient) numbers.
+LOSS_ROUNDOFF_FACTOR = 32.0
+GRAD_ROUNDOFF_FACTOR = 32.0
+_CHUNK = 1 << 16
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class ParamCheck:
+    """The check of one tensor.
+
+    ``difference`` is formula (2) over what was checked in this tensor; ``passed`` the verdict;
+    ``checked`` how many of its entries the check covered; ``worst_index`` the entry with the
+    largest error found, in the tensor's own shape (``None`` when no single entry was examined).
+    """
+
+    name: str
+    shape: Tuple[int, ...]
+    difference: float
+    passed: bool
+    checked: int
+    worst_index: Optional[Tuple[int, ...]]
+    threshold: float
+    method: str = "coordinates"
+    probes: int = 0
+    max_abs_error: float = 0.0
+    entry_errors: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    worst_analytic: Optional[float] = None
+    worst_numeric: Optional[float] = None
+    explained_by: Tuple[str, ...] = ()
+    localised: bool = True
+    note: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of :func:`check_gradients`.
+
+    >>> import numpy as np
+    >>> params = {"w": np.array([1.0, 2.0])}
+    >>> result = check_gradients(lambda p: float(np.sum(p["w"] ** 2)), params, {"dw": 2 * params["w"]}, seed=0)
+    >>> result.passed, result.failed
+    (True, ())
+    """
+
+    difference: float
+    passed: bool
+    threshold: float
+    per_param: Dict[str, ParamCheck]
+    failed: Tuple[str, ...]
+    loss_evaluations: int
+    seed: int
+    sample: Union[str, int] = "auto"
+    epsilon: Optional[float] = None
+    not_localised: Tuple[str, ...] = ()
+    notes: Tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return format_report(self)
+
+
+def _fmt_index(name: str, index: Optional[Tuple[int, ...]]) -> str:
+    if index is None:
+        return ""
+    return f"{name}[{', '.join(str(i) for i in index)}]" if index else name
+
+
+def format_report(result: CheckResult) -> str:
+    """The report a person reads: the verdict, a row per tensor, the worst entries, the notes."""
+    n = len(result.per_param)
+    if result.passed:
+        head = f"gradient check PASSED: {n} tensor{'s' if n != 1 else ''} right"
+    else:
+        head = f"gradient check FAILED: {len(result.failed)} of {n} tensors wrong ({', '.join(result.failed)})"
+    sample = f'"{result.sample}"' if isinstance(result.sample, str) else str(result.sample)
+    lines = [
+        head,
+        f"difference {result.difference:.3e} (threshold {result.threshold:.0e}), sample {sample}, "
+        f"{result.loss_evaluations} loss evaluations, seed {result.seed}",
+    ]
+    rows = [("tensor", "shape", "checked", "difference", "verdict", "worst entry")]
+    for name, pc in result.per_param.items():
+        verdict = "ok" if pc.passed else "WRONG"
+        if pc.passed and pc.explained_by:
+            verdict = "ok (noise)"
+        worst = _fmt_index(name, pc.worst_index)
+        if worst and pc.worst_analytic is not None and pc.worst_numeric is not None:
+            worst += f"  analytic {pc.worst_analytic:.6g}, numeric {pc.worst_numeric:.6g}"
+        checked = f"{pc.checked}/{pc.size}"
+        rows.append((name, str(pc.shape), checked, f"{pc.difference:.3e}", verdict, worst))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + ("  " + r[5] if r[5] else ""))
+    notes = [f"{name}: {pc.note}" for name, pc in result.per_param.items() if pc.note]
+    notes += list(result.notes)
+    if notes:
+        lines.append("notes:")
+        lines.extend(f"  - {note}" for note in notes)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _validate_sample(sample: Any) -> Union[str, int]:
+    if isinstance(sample, str) and sample in ("all", "auto"):
+        return sample
+    if isinstance(sample, (int, np.integer)) and not isinstance(sample, bool) and sample > 0:
+        return int(sample)
+    raise ValueError(f'sample must be "all", "auto" or a positive int; got {sample!r}')
+
+
+def _validate_positive(name: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be None or a positive number; got {value!r}")
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be None or a positive finite number; got {value!r}")
+    return value
+
+
+def _validate_seed(seed: Any) -> int:
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (2**63))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be None or a non-negative int; got {seed!r}")
+    return int(seed)
+
+
+def _lookup_grad(grads: Grads, name: str, index: int, n_params: int) -> np.ndarray:
+    if isinstance(grads, Mapping):
+        for key in ("d" + name, name):
+            if key in grads:
+                return grads[key]
+        if name.isdigit() and index in grads:
+            return grads[index]
+        shown = ", ".join(repr(k) for k in list(grads)[:12])
+        raise GradWatchError(
+            f"no gradient for parameter {name!r}: grads has neither {'d' + name!r} nor {name!r} (its keys: {shown})"
+        )
+    if isinstance(grads, (list, tuple)):
+        if len(grads) != n_params:
+            raise GradWatchError(f"grads is a sequence of {len(grads)} arrays but params holds {n_params} tensors")
+        return grads[index]
+    raise TypeError(f"grads must be a dict or a list/tuple of arrays; got {type(grads).__name__}")
+
+
+def _as_loss(value: Any) -> float:
+    """The loss as a Python float; a clear error for anything but a real scalar."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise GradWatchError(f"loss_fn must return a scalar; got an array of shape {value.shape}")
+        value = value.reshape(())[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise GradWatchError(f"loss_fn must return a real scalar; got {type(value).__name__}: {value!r:.60}")
+    return float(value)
+
+
+class _Tensor:
+    """One parameter under check: where to write perturbations and what mapping to hand ``loss_fn``."""
+
+    def __init__(self, name: str, key: Any, array: np.ndarray, grad: np.ndarray, params: Params):
+        self.name = name
+        self.array = array
+        self.shape = array.shape
+        self.size = int(array.size)
+        self.grad = grad.reshape(-1)
+        flat = array.reshape(-1)
+        in_place = (
+            array.dtype.itemsize >= 8
+            and array.flags.writeable
+            and np.shares_memory(flat, array)
+            and array.dtype.kind == "f"
+        )
+        if in_place:
+            self.work = flat
+            self.source = None  # values saved per perturbation
+            self.mapping: Any = params
+        else:
+            # a float64 copy handed to loss_fn in a shallow copy of the container
+            self.work = np.array(array, dtype=np.float64, order="C").reshape(-1)
+            self.source = flat if np.shares_memory(flat, array) else None
+            self.mapping = _replaced(params, key, self.work.reshape(self.shape))
+        self.in_place = in_place
+        rms = float(np.sqrt(np.mean(np.square(self.work, dtype=np.float64)))) if self.size else 0.0
+        self.scale = max(1.0, rms)
+        self.base_loss: Optional[float] = None  # loss at the unperturbed copy (substitute mode only)
+
+    def base_values(self, lo: int, hi: int) -> np.ndarray:
+        if self.in_place:
+            return self.work[lo:hi].copy()
+        if self.source is not None:
+            return self.source[lo:hi]
+        return self.work[lo:hi].copy()
+
+
+def _replaced(params: Params, key: Any, value: np.ndarray) -> Any:
+    if isinstance(params, Mapping):
+        out: MutableMapping = dict(params)
+        out[key] = value
+        return out
+    seq = list(params)
+    seq[key] = value
+    return tuple(seq) if isinstance(params, tuple) else seq
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+class _Budget(Exception):
+    """Internal: the evaluation budget is spent."""
+
+
+class _Evaluator:
+    """Counts loss evaluations, checks what ``loss_fn`` returns, reports progress."""
+
+    def __init__(self, loss_fn: Callable, progress: Optional[Progress], planned: int):
+        self.loss_fn = loss_fn
+        self.count = 0
+        self.progress = progress
+        self.planned = planned
+        self.limit: Optional[int] = None
+
+    def __call__(self, mapping: Any) -> float:
+        if self.limit is not None and self.count >= self.limit:
+            raise _Budget()
+        value = _as_loss(self.loss_fn(mapping))
+        self.count += 1
+        if self.progress is not None:
+            self.progress(self.count, max(self.planned, self.count))
+        return value
+
+
+@dataclass
+class _Probe:
+    """One compared quantity: the analytic and numeric derivatives along a direction."""
+
+    lo: int
+    hi: int
+    seed: Optional[int]  # None: a single coordinate (lo)
+    step: float  # the step along the unit direction
+    analytic: float
+    analytic_mag: float  # scale of the analytic number's round-off
+    numeric: float
+    j_plus: float
+    j_minus: float
+    numeric2: Optional[float] = None
+    j_plus2: float = 0.0
+    j_minus2: float = 0.0
+    unexplained: float = 0.0
+    cause: str = ""
+
+
+def _signs(seed: int, lo: int, hi: int):
+    """Yield ``(start, stop, signs)`` chunks of a Rademacher vector over ``[lo, hi)``."""
+    rng = np.random.default_rng(seed)
+    for c0 in range(lo, hi, _CHUNK):
+        c1 = min(hi, c0 + _CHUNK)
+        yield c0, c1, rng.integers(0, 2, size=c1 - c0, dtype=np.int8) * np.int8(2) - np.int8(1)
+
+
+def _analytic(t: _Tensor, lo: int, hi: int, seed: Optional[int]) -> Tuple[float, float]:
+    if seed is None:
+        g = float(t.grad[lo])
+        return g, abs(g)
+    m = hi - lo
+    dot = 0.0
+    sq = 0.0
+    for c0, c1, s in _signs(seed, lo, hi):
+        g = t.grad[c0:c1].astype(np.float64, copy=False)
+        dot += float(np.dot(g, s))
+        sq += float(np.dot(g, g))
+    return dot / math.sqrt(m), math.sqrt(sq / m)
+
+
+def _set(t: _Tensor, base: np.ndarray, lo: int, hi: int, seed: Optional[int], delta: float) -> None:
+    """Write ``base + delta * direction`` (per-entry step ``delta``) into the work array."""
+    if seed is None:
+        t.work[lo] = base[0] + delta
+        return
+    for c0, c1, s in _signs(seed, lo, hi):
+        t.work[c0:c1] = base[c0 - lo : c1 - lo] + delta * s
+
+
+def _central(ev: _Evaluator, t: _Tensor, lo: int, hi: int, seed: Optional[int], step: float) -> Tuple[float, float, float]:
+    """``(D, J+, J−)``: the central difference along the unit direction, restoring the tensor bitwise."""
+    per_entry = step if seed is None else step / math.sqrt(hi - lo)
+    base = t.base_values(lo, hi)
+    try:
+        _set(t, base, lo, hi, seed, per_entry)
+        j_plus = ev(t.mapping)
+        _set(t, base, lo, hi, seed, -per_entry)
+        j_minus = ev(t.mapping)
+    finally:
+        t.work[lo:hi] = base
+    return (j_plus - j_minus) / (2 * step), j_plus, j_minus
+
+
+@dataclass
+class _Context:
+    ev: _Evaluator
+    j0: float
+    epsilon: Optional[float]
+    threshold_of: Dict[str, float]
+
+
+def _step(ctx: _Context, t: _Tensor, m: int) -> float:
+    """The step along a unit direction over ``m`` entries: ε·m^¼ (ε per coordinate)."""
+    eps = ctx.epsilon if ctx.epsilon is not None else default_epsilon(np.float64) * t.scale
+    return eps * m**0.25
+
+
+def _probe(ctx: _Context, t: _Tensor, lo: int, hi: int, seed: Optional[int]) -> _Probe:
+    step = _step(ctx, t, 1 if seed is None else hi - lo)
+    a, amag = _analytic(t, lo, hi, seed)
+    d, jp, jm = _central(ctx.ev, t, lo, hi, seed, step)
+    return _Probe(lo, hi, seed, step, a, amag, d, jp, jm)
+
+
+def _floor(ctx: _Context, t: _Tensor, p: _Probe, step: float) -> float:
+    """What round-off alone can put between the analytic and the numeric number at this step."""
+    loss_part = LOSS_ROUNDOFF_FACTOR * np.finfo(np.float64).eps * abs(ctx.j0) / step
+    grad_eps = np.finfo(t.grad.dtype).eps if t.grad.dtype.kind == "f" else np.finfo(np.float64).eps
+    return float(loss_part + GRAD_ROUNDOFF_FACTOR * grad_eps * p.analytic_mag)
+
+
+def _recheck(ctx: _Context, t: _Tensor, p: _Probe) -> None:
+    """Measure again at a quarter of the step and decide how much of the gap is noise."""
+    small = p.step / RECHECK_RATIO
+    d2, jp2, jm2 = _central(ctx.ev, t, p.lo, p.hi, p.seed, small)
+    p.numeric2, p.j_plus2, p.j_minus2 = d2, jp2, jm2
+    floor1, floor2 = _floor(ctx, t, p, p.step), _floor(ctx, t, p, small)
+    gap1, gap2 = abs(p.analytic - p.numeric), abs(p.analytic - d2)
+    moved = abs(p.numeric - d2)
+    best = min(gap1, gap2)
+    # a kink exactly at the point: one-sided slopes differ by the same amount at both steps
+    j0 = ctx.j0 if t.in_place else _base_loss(ctx, t)
+    sf, sb = (p.j_plus - j0) / p.step, (j0 - p.j_minus) / p.step
+    sf2, sb2 = (jp2 - j0) / small, (j0 - jm2) / small
+    asym, asym2 = abs(sf - sb), abs(sf2 - sb2)
+    lo_s, hi_s = min(sf2, sb2) - floor2, max(sf2, sb2) + floor2
+    if asym2 > 2 * floor2 * RECHECK_RATIO and asym2 > 0.5 * asym and lo_s <= p.analytic <= hi_s:
+        p.unexplained, p.cause = 0.0, "kink"
+        return
+    p.unexplained = max(0.0, best - floor2 - moved)
+    if p.unexplained < gap1:
+        # round-off grows as the step shrinks; a kink crossed inside ±ε shrinks with it
+        p.cause = "kink" if moved > floor2 and gap2 < 0.5 * gap1 else "round-off"
+
+
+def _base_loss(ctx: _Context, t: _Tensor) -> float:
+    if t.base_loss is None:
+        t.base_loss = ctx.ev(t.mapping)
+    return t.base_loss
+
+
+def _first_pass_unexplained(ctx: _Context, t: _Tensor, p: _Probe) -> None:
+    gap = abs(p.analytic - p.numeric)
+    floor = _floor(ctx, t, p, p.step)
+    p.unexplained = max(0.0, gap - floor) if math.isfinite(gap) else math.inf
+    if p.unexplained < gap:
+        p.cause = "round-off"
+
+
+def _needs_recheck(p: _Probe, threshold: float) -> bool:
+    gap = abs(p.analytic - p.numeric)
+    return math.isfinite(gap) and p.unexplained > 0 and gap > threshold * (abs(p.analytic) + abs(p.numeric))
+
+
+def _settle(ctx: _Context, t: _Tensor, probes: List[_Probe], threshold: float, cap: int) -> None:
+    """First-pass floors for every probe, then re-checks of the most suspicious ones."""
+    for p in probes:
+        _first_pass_unexplained(ctx, t, p)
+    suspects = sorted((p for p in probes if _needs_recheck(p, threshold)), key=lambda p: -p.unexplained)
+    for p in suspects[:cap]:
+        _recheck(ctx, t, p)
+
+
+def _unexplained_difference(probes: List[_Probe]) -> float:
+    a = np.array([p.analytic for p in probes])
+    n = np.array([p.numeric for p in probes])
+    u = np.array([p.unexplained for p in probes])
+    denom = np.linalg.norm(a) + np.linalg.norm(n)
+    if not np.all(np.isfinite(u)):
+        return math.inf
+    if denom == 0.0:
+        return 0.0 if not np.any(u) else math.inf
+    return float(np.linalg.norm(u) / denom)
+
+
+def _entry_errors(probes: List[_Probe]) -> np.ndarray:
+    a = np.array([p.analytic for p in probes], dtype=np.float64)
+    n = np.array([p.numeric for p in probes], dtype=np.float64)
+    denom = np.abs(a) + np.abs(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where(denom > 0, np.abs(a - n) / np.where(denom > 0, denom, 1.0), 0.0)
+    return err
+
+
+# --------------------------------------------------------------------------------------------
+# Per-tensor strategies
+
+
+def _coordinate_probes(ctx: _Context, t: _Tensor, indices: np.ndarray) -> List[_Probe]:
+    return [_probe(ctx, t, int(i), int(i) + 1, None) for i in indices]
+
+
+def _direction_probes(ctx: _Context, t: _Tensor, rng: np.random.Generator, k: int) -> List[_Probe]:
+    if t.size == 1:
+        return [_probe(ctx, t, 0, 1, None)]
+    return [_probe(ctx, t, 0, t.size, int(rng.integers(2**63))) for _ in range(k)]
+
+
+def _localise(ctx: _Context, t: _Tensor, probes: List[_Probe], rng: np.random.Generator) -> Optional[_Probe]:
+    """Bisect over the tensor's entries, following the half that carries the error, to one entry."""
+    # the size of the error carried by a range, estimated from a unit-direction gap: |gap|·√m
+    est = math.sqrt(np.mean([((p.analytic - p.numeric) ** 2) * (p.hi - p.lo) for p in probes]))
+    lo, hi = 0, t.size
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        half = _probe(ctx, t, lo, mid, None if mid - lo == 1 else int(rng.integers(2**63)))
+        est_a = abs(half.analytic - half.numeric) * math.sqrt(mid - lo)
+        if est_a * est_a >= 0.5 * est * est:
+            hi, est = mid, est_a
+        else:
+            lo = mid
+    return _probe(ctx, t, lo, lo + 1, None)
+
+
+def _verdict(
+    ctx: _Context, t: _Tensor, probes: List[_Probe], method: str, checked: int, threshold: float,
+    worst: Optional[_Probe] = None, localised: bool = True,
+) -> ParamCheck:
+    a = np.array([p.analytic for p in probes], dtype=np.float64)
+    n = np.array([p.numeric for p in probes], dtype=np.float64)
+    difference = relative_difference(a, n) if probes else 0.0
+    finite = math.isfinite(difference) and bool(np.all(np.isfinite(t.grad)))
+    unexplained = _unexplained_difference(probes) if probes else 0.0
+    passed = finite and (difference < threshold or unexplained < threshold)
+    causes = tuple(sorted({p.cause for p in probes if p.cause})) if passed and difference >= threshold else ()
+    if t.grad.dtype.kind == "f" and np.finfo(t.grad.dtype).bits < 64 and "round-off" in causes:
+        causes = tuple(c if c != "round-off" else f"{t.grad.dtype.name} precision" for c in causes)
+    note = ""
+    if not finite:
+        note = "a NaN or infinity in the gradient or the loss"
+    elif causes:
+        verb = "explain" if len(causes) > 1 else "explains"
+        note = (
+            f"difference {difference:.2e} is above the threshold, but {' and '.join(causes)} {verb} the gap"
+            + (" (a kink such as ReLU at 0 lies within ±ε of the point)" if "kink" in causes else "")
+        )
+    elif not localised:
+        note = "not localised: the evaluation budget was spent"
+    if worst is None and probes and (method != "directions"):
+        worst = max(probes, key=lambda p: (p.unexplained, abs(p.analytic - p.numeric)))
+    worst_index = None
+    if not np.all(np.isfinite(t.grad)):
+        worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(~np.isfinite(t.grad))), t.shape))
+    elif worst is not None and worst.seed is None:
+        worst_index = tuple(int(i) for i in np.unravel_index(worst.lo, t.shape))
+    return ParamCheck(
+        name=t.name,
+        shape=tuple(t.shape),
+        difference=difference,
+        passed=passed,
+        checked=checked,
+        worst_index=worst_index,
+        threshold=threshold,
+        method=method,
+        probes=len(probes),
+        max_abs_error=float(np.max(np.abs(a - n))) if probes else 0.0,
+        entry_errors=_entry_errors(probes),
+        worst_analytic=None if worst is None or worst.seed is not None else worst.analytic,
+        worst_numeric=None if worst is None or worst.seed is not None else worst.numeric,
+        explained_by=causes,
+        localised=localised,
+        note=note,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The public entry point
+
+
+def check_gradients(
+    loss_fn: Callable[[Any], float],
+    params: Params,
+    grads: Grads,
+    *,
+    sample: Union[str, int] = "auto",
+    epsilon: Optional[float] = None,
+    threshold: Optional[float] = None,
+    seed: Optional[int] = None,
+    progress: Optional[Progress] = None,
+) -> CheckResult:
+    """Compare the analytic gradients ``grads`` with central differences of ``loss_fn`` at ``params``.
+
+    ``sample="all"`` checks every component (the documents' loop); an int ``k`` checks ``k``
+    components of each tensor drawn with ``seed``; ``"auto"`` (the default) checks every tensor
+    along random ±1 directions and bisects a failing one down to its worst entry, within
+    ``max(400, 20 × tensors)`` loss evaluations (the full loop when that is cheaper).
+    ``progress(done, planned)`` is called after each loss evaluation when given.
+
+    After the call every array in ``params`` is bitwise what it was, also when ``loss_fn`` raises.
+
+    >>> import numpy as np
+    >>> p = {"W": np.array([[1.0, -2.0]])}
+    >>> bad = check_gradients(lambda q: float(np.sum(q["W"] ** 2)), p, {"dW": 3 * p["W"]}, seed=1)
+    >>> bad.passed, bad.failed
+    (False, ('W',))
+    """
+    sample = _validate_sample(sample)
+    epsilon = _validate_positive("epsilon", epsilon)
+    threshold = _validate_positive("threshold", threshold)
+    seed = _validate_seed(seed)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, loss_fn(params) -> float; got {type(loss_fn).__name__}")
+
+    pairs = named_tensors(params)
+    keys = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
+    tensors: List[_Tensor] = []
+    for index, ((name, array), key) in enumerate(zip(pairs, keys)):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"parameter {name!r} must be a NumPy float array; got {type(array).__name__}")
+        if array.dtype.kind != "f":
+            raise TypeError(f"parameter {name!r} must be a float array; got dtype {array.dtype}")
+        grad = np.asarray(_lookup_grad(grads, name, index, len(pairs)))
+        if grad.shape != array.shape:
+            raise ValueError(
+                f"gradient of parameter {name!r} has shape {grad.shape}, but the parameter has shape {array.shape}"
+            )
+        if grad.dtype.kind not in "fiu":
+            raise TypeError(f"gradient of parameter {name!r} must be a real array; got dtype {grad.dtype}")
+        tensors.append(_Tensor(name, key, array, grad, params))
+    threshold_of = {t.name: threshold if threshold is not None else default_threshold(t.array.dtype) for t in tensors}
+    overall_threshold = threshold if threshold is not None else max(threshold_of.values(), default=1e-7)
+
+    total_entries = sum(t.size for t in tensors)
+    budget = max(AUTO_BUDGET, 20 * len(tensors))
+    full = sample == "all" or (sample == "auto" and total_entries <= AUTO_FULL_LOOP_MAX_ENTRIES)
+    planned = (
+        2 + 2 * total_entries if full
+        else 2 + 2 * sum(min(sample, t.size) for t in tensors) if isinstance(sample, int)
+        else min(budget, 2 + 2 * AUTO_DIRECTIONS * len(tensors))
+    )
+    ev = _Evaluator(loss_fn, progress, planned)
+    rng = np.random.default_rng(seed)
+
+    # randomness probe: the same parameters must give the same loss
+    j0 = ev(params)
+    if not math.isfinite(j0):
+        raise GradWatchError(f"loss_fn returned {j0} at the given parameters; a gradient check needs a finite loss")
+    j0b = ev(params)
+    lowest = min((np.finfo(t.array.dtype).eps for t in tensors), default=np.finfo(np.float64).eps)
+    lowest = max(lowest, np.finfo(np.float64).eps)
+    if abs(j0 - j0b) > 1e3 * lowest * max(abs(j0), abs(j0b)):
+        raise DropoutActiveError(
+            f"loss_fn returned {j0!r} and then {j0b!r} for the same parameters: randomness (dropout?) is active "
+            "in the loss, and a gradient check cannot work through it. Switch dropout off for the check "
+            "(keep_prob=1, or pass a loss_fn without dropout) and compute grads without it."
+        )
+    ctx = _Context(ev, j0, epsilon, threshold_of)
+
+    per_param: Dict[str, ParamCheck] = {}
+    notes: List[str] = []
+    not_localised: List[str] = []
+    if full or isinstance(sample, int):
+        method = "all" if full else "sampled"
+        all_probes: List[_Probe] = []
+        for t in tensors:
+            if full:
+                indices = np.arange(t.size)
+            else:
+                indices = np.sort(rng.choice(t.size, size=min(int(sample), t.size), replace=False))
+            probes = _coordinate_probes(ctx, t, indices)
+            all_probes.extend(probes)
+            _settle(ctx, t, probes, threshold_of[t.name], RECHECK_CAP)
+            per_param[t.name] = _verdict(ctx, t, probes, method, len(indices), threshold_of[t.name])
+        a = np.array([p.analytic for p in all_probes])
+        n = np.array([p.numeric for p in all_probes])
+    else:
+        method = "directions"
+        found: Dict[str, List[_Probe]] = {}
+        for t in tensors:
+            found[t.name] = _direction_probes(ctx, t, rng, AUTO_DIRECTIONS) if t.size else []
+        for t in tensors:
+            _settle(ctx, t, found[t.name], threshold_of[t.name], AUTO_DIRECTIONS)
+        verdicts = {t.name: _verdict(ctx, t, found[t.name], method, t.size, threshold_of[t.name]) for t in tensors}
+        # localise the failing tensors, worst first, within the budget
+        ev.limit = budget
+        order = sorted((t for t in tensors if not verdicts[t.name].passed), key=lambda t: -verdicts[t.name].difference)
+        for t in order:
+            probes = found[t.name]
+            if t.size == 1:
+                worst: Optional[_Probe] = probes[0]
+            else:
+                need = 2 * math.ceil(math.log2(t.size)) + 2
+                if ev.count + need > budget:
+                    worst = None
+                else:
+                    try:
+                        worst = _localise(ctx, t, probes, rng)
+                    except _Budget:
+                        worst = None
+            if worst is None:
+                not_localised.append(t.name)
+            verdicts[t.name] = _verdict(
+                ctx, t, probes, method, t.size, threshold_of[t.name], worst=worst, localised=worst is not None
+            )
+        ev.limit = None
+        per_param = {t.name: verdicts[t.name] for t in tensors}
+        a = np.array([p.analytic for t in tensors for p in found[t.name]])
+        n = np.array([p.numeric for t in tensors for p in found[t.name]])
+        if not_localised:
+            notes.append(f"not localised within the budget of {budget} loss evaluations: {', '.join(not_localised)}")
+
+    difference = relative_difference(a, n) if a.size else 0.0
+    failed = tuple(name for name, pc in per_param.items() if not pc.passed)
+    return CheckResult(
+        difference=difference,
+        passed=not failed,
+        threshold=overall_threshold,
+        per_param=per_param,
+        failed=failed,
+        loss_evaluations=ev.count,
+        seed=seed,
+        sample=sample,
+        epsilon=epsilon,
+        not_localised=tuple(not_localised),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,145 @@
+"""Pure numerical building blocks: the documents' formulas (1) and (2), the flattening of
+parameters into one vector, and the default step sizes and thresholds per dtype.
+
+Nothing here prints, reads files or touches global randomness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+
+ArrayLike = Union[float, np.ndarray]
+
+#: Thresholds on formula (2) by parameter dtype. float64 is the documents' 1e-7; lower precisions
+#: are looser because a correct float32 backprop carries ~1e-7 relative round-off per operation.
+THRESHOLDS: Dict[str, float] = {"float64": 1e-7, "float32": 1e-4, "float16": 1e-2}
+
+
+def numerical_gradient(f: Callable, theta: ArrayLike, epsilon: float = 1e-7) -> ArrayLike:
+    """Two-sided difference ``(f(θ+ε) − f(θ−ε)) / 2ε``, formula (1) of the documents.
+
+    ``theta`` is a float (the result is a float) or an array (the result has its shape, one
+    component at a time, ``f`` taking an array of that shape). ``theta`` is left unchanged.
+
+    >>> round(numerical_gradient(lambda t: t**3, 1.0, epsilon=0.01), 10)
+    3.0001
+    """
+    if epsilon <= 0 or not np.isfinite(epsilon):
+        raise ValueError(f"epsilon must be a positive finite number; got {epsilon!r}")
+    if np.ndim(theta) == 0 and not isinstance(theta, np.ndarray):
+        t = float(theta)
+        return (float(f(t + epsilon)) - float(f(t - epsilon))) / (2 * epsilon)
+    work = np.array(theta, dtype=np.result_type(np.asarray(theta).dtype, np.float64), copy=True)
+    out = np.empty(work.shape, dtype=np.float64)
+    flat = work.reshape(-1)
+    out_flat = out.reshape(-1)
+    for i in range(flat.size):
+        saved = flat[i]
+        try:
+            flat[i] = saved + epsilon
+            j_plus = float(f(work))
+            flat[i] = saved - epsilon
+            j_minus = float(f(work))
+        finally:
+            flat[i] = saved
+        out_flat[i] = (j_plus - j_minus) / (2 * epsilon)
+    return out
+
+
+def relative_difference(grad: ArrayLike, gradapprox: ArrayLike) -> float:
+    """Formula (2): ``‖grad − gradapprox‖₂ / (‖grad‖₂ + ‖gradapprox‖₂)``; 0.0 when both are zero.
+
+    A NaN or infinity in either argument gives NaN (never a pass).
+
+    >>> relative_difference([1.0, 2.0], [1.0, 2.0])
+    0.0
+    """
+    g = np.asarray(grad, dtype=np.float64)
+    a = np.asarray(gradapprox, dtype=np.float64)
+    if g.shape != a.shape:
+        raise ValueError(f"grad and gradapprox must have the same shape; got {g.shape} and {a.shape}")
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(a))):
+        return float("nan")
+    numerator = np.linalg.norm(g - a)
+    denominator = np.linalg.norm(g) + np.linalg.norm(a)
+    if denominator == 0.0:
+        return 0.0
+    return float(numerator / denominator)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each tensor lives inside the flat vector: names, shapes, dtypes, in order."""
+
+    names: Tuple[str, ...]
+    shapes: Tuple[Tuple[int, ...], ...]
+    dtypes: Tuple[np.dtype, ...]
+
+    @property
+    def sizes(self) -> Tuple[int, ...]:
+        return tuple(int(np.prod(s, dtype=np.int64)) for s in self.shapes)
+
+    @property
+    def offsets(self) -> Tuple[int, ...]:
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.sizes)]))
+
+
+def named_tensors(params: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]) -> List[Tuple[str, np.ndarray]]:
+    """``params`` as ``(name, array)`` pairs: a mapping keeps its keys, a list or tuple is named ``"0"``, ``"1"``…"""
+    if isinstance(params, Mapping):
+        return [(str(k), v) for k, v in params.items()]
+    if isinstance(params, (list, tuple)):
+        return [(str(i), v) for i, v in enumerate(params)]
+    raise TypeError(
+        f"params must be a dict of name -> ndarray, or a list/tuple of ndarrays; got {type(params).__name__}"
+    )
+
+
+def params_to_vector(params: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]) -> Tuple[np.ndarray, Layout]:
+    """Reshape every tensor into a column and concatenate them, in order: the documents' θ.
+
+    The vector's dtype holds every tensor exactly (float64 for a float64 or mixed model), so
+    ``vector_to_params(*params_to_vector(p))`` gives back ``p`` bitwise.
+    """
+    pairs = named_tensors(params)
+    arrays = [np.asarray(v) for _, v in pairs]
+    for (name, _), arr in zip(pairs, arrays):
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(f"parameter {name!r} must be a float array; got dtype {arr.dtype}")
+    layout = Layout(
+        names=tuple(n for n, _ in pairs),
+        shapes=tuple(a.shape for a in arrays),
+        dtypes=tuple(a.dtype for a in arrays),
+    )
+    dtype = np.result_type(*layout.dtypes) if arrays else np.float64
+    theta = np.concatenate([a.reshape(-1).astype(dtype) for a in arrays]) if arrays else np.zeros(0)
+    return theta, layout
+
+
+def vector_to_params(theta: np.ndarray, layout: Layout) -> Dict[str, np.ndarray]:
+    """The inverse of :func:`params_to_vector`: a new dict of fresh arrays in the recorded shapes and dtypes."""
+    theta = np.asarray(theta)
+    total = layout.offsets[-1]
+    if theta.shape != (total,):
+        raise ValueError(f"theta must be a vector of {total} entries for this layout; got shape {theta.shape}")
+    out: Dict[str, np.ndarray] = {}
+    for name, shape, dtype, lo, hi in zip(layout.names, layout.shapes, layout.dtypes, layout.offsets, layout.offsets[1:]):
+        out[name] = theta[lo:hi].astype(dtype).reshape(shape)
+    return out
+
+
+def default_epsilon(dtype: np.dtype) -> float:
+    """The step that balances truncation (∝ ε²) and round-off (∝ 1/ε) for central differences: ∛(machine ε)."""
+    return float(np.cbrt(np.finfo(np.dtype(dtype)).eps))
+
+
+def default_threshold(dtype: np.dtype) -> float:
+    """The verdict threshold on formula (2) for parameters of this dtype (see :data:`THRESHOLDS`)."""
+    name = np.dtype(dtype).name
+    if name in THRESHOLDS:
+        return THRESHOLDS[name]
+    bits = np.finfo(np.dtype(dtype)).bits
+    return THRESHOLDS["float64"] if bits >= 64 else THRESHOLDS["float32"] if bits >= 32 else THRESHOLDS["float16"]
