@@ -41,11 +41,16 @@ AUTO_FULL_LOOP_MAX_ENTRIES = 100
 AUTO_DIRECTIONS = 2
 #: The re-check uses the step divided by this.
 RECHECK_RATIO = 4.0
+#: How many times the step may be divided by RECHECK_RATIO while re-checking (ε/256 at most).
+REFINE_LEVELS = 4
 #: At most this many quantities per tensor are re-checked at the smaller step.
 RECHECK_CAP = 16
 #: Safety factors on the round-off floors of the numeric (loss) and analytic (gradient) numbers.
 LOSS_ROUNDOFF_FACTOR = 32.0
 GRAD_ROUNDOFF_FACTOR = 32.0
+#: In bisection, a half whose probe carries at least this share of the error (squared) is followed
+#: without measuring the other half.
+CLEAR_SHARE = 0.9
 _CHUNK = 1 << 16
 
 
@@ -360,14 +365,19 @@ class _Context:
     threshold_of: Dict[str, float]
 
 
-def _step(ctx: _Context, t: _Tensor, m: int) -> float:
-    """The step along a unit direction over ``m`` entries: ε·m^¼ (ε per coordinate)."""
+def _step(ctx: _Context, t: _Tensor, m: int, boost: bool = True) -> float:
+    """The step along a unit direction over ``m`` entries: ε·m^¼ (ε per coordinate).
+
+    The m^¼ boost keeps round-off well under the 1e-7 threshold for wide directions; localisation,
+    which needs only to see an error above noise, goes without it (``boost=False``) so that fewer
+    kinks fall inside the step.
+    """
     eps = ctx.epsilon if ctx.epsilon is not None else default_epsilon(np.float64) * t.scale
-    return eps * m**0.25
+    return eps * m**0.25 if boost else eps
 
 
-def _probe(ctx: _Context, t: _Tensor, lo: int, hi: int, seed: Optional[int]) -> _Probe:
-    step = _step(ctx, t, 1 if seed is None else hi - lo)
+def _probe(ctx: _Context, t: _Tensor, lo: int, hi: int, seed: Optional[int], boost: bool = True) -> _Probe:
+    step = _step(ctx, t, 1 if seed is None else hi - lo, boost)
     a, amag = _analytic(t, lo, hi, seed)
     d, jp, jm = _central(ctx.ev, t, lo, hi, seed, step)
     return _Probe(lo, hi, seed, step, a, amag, d, jp, jm)
@@ -380,28 +390,56 @@ def _floor(ctx: _Context, t: _Tensor, p: _Probe, step: float) -> float:
     return float(loss_part + GRAD_ROUNDOFF_FACTOR * grad_eps * p.analytic_mag)
 
 
-def _recheck(ctx: _Context, t: _Tensor, p: _Probe) -> None:
-    """Measure again at a quarter of the step and decide how much of the gap is noise."""
-    small = p.step / RECHECK_RATIO
-    d2, jp2, jm2 = _central(ctx.ev, t, p.lo, p.hi, p.seed, small)
+def _refine(ctx: _Context, t: _Tensor, p: _Probe, threshold: float) -> List[Tuple[float, float, float, float]]:
+    """Measure again at steps ε/4, ε/16, … until two successive estimates agree or the gap closes.
+
+    Round-off grows as the step shrinks, while a kink crossed inside ±ε drops out of a small enough
+    step, and a real error stays put. Returns the trail of ``(step, D, J+, J−)``, the first pass first.
+    """
+    trail = [(p.step, p.numeric, p.j_plus, p.j_minus)]
+    step = p.step
+    for _ in range(REFINE_LEVELS):
+        step /= RECHECK_RATIO
+        try:
+            d, jp, jm = _central(ctx.ev, t, p.lo, p.hi, p.seed, step)
+        except _Budget:
+            break
+        trail.append((step, d, jp, jm))
+        floor = _floor(ctx, t, p, step)
+        gap, moved = abs(p.analytic - d), abs(d - trail[-2][1])
+        if gap <= floor + threshold * (abs(p.analytic) + abs(d)) or moved <= 0.1 * gap + floor:
+            break
+    return trail
+
+
+def _recheck(ctx: _Context, t: _Tensor, p: _Probe, threshold: float) -> None:
+    """Decide how much of a probe's gap is noise (round-off, a kink) and how much is a real error."""
+    trail = _refine(ctx, t, p, threshold)
+    if len(trail) < 2:
+        return  # the budget is spent: the first-pass judgement stands
+    (s1, d1, jp1, jm1), (s2, d2, jp2, jm2) = trail[-2], trail[-1]
     p.numeric2, p.j_plus2, p.j_minus2 = d2, jp2, jm2
-    floor1, floor2 = _floor(ctx, t, p, p.step), _floor(ctx, t, p, small)
-    gap1, gap2 = abs(p.analytic - p.numeric), abs(p.analytic - d2)
-    moved = abs(p.numeric - d2)
-    best = min(gap1, gap2)
-    # a kink exactly at the point: one-sided slopes differ by the same amount at both steps
+    floor2 = _floor(ctx, t, p, s2)
+    gap_first, gap_last = abs(p.analytic - p.numeric), abs(p.analytic - d2)
+    moved = abs(d1 - d2)
+    # a kink at the point itself: one-sided slopes differ by the same amount at both steps, and the
+    # analytic number is one of them, up to curvature (O(step))
     j0 = ctx.j0 if t.in_place else _base_loss(ctx, t)
-    sf, sb = (p.j_plus - j0) / p.step, (j0 - p.j_minus) / p.step
-    sf2, sb2 = (jp2 - j0) / small, (j0 - jm2) / small
-    asym, asym2 = abs(sf - sb), abs(sf2 - sb2)
-    lo_s, hi_s = min(sf2, sb2) - floor2, max(sf2, sb2) + floor2
-    if asym2 > 2 * floor2 * RECHECK_RATIO and asym2 > 0.5 * asym and lo_s <= p.analytic <= hi_s:
+    asym1 = abs((jp1 - j0) / s1 - (j0 - jm1) / s1)
+    sf2, sb2 = (jp2 - j0) / s2, (j0 - jm2) / s2
+    asym2 = abs(sf2 - sb2)
+    slack = floor2 + 0.25 * asym2
+    if asym2 > 2 * floor2 * RECHECK_RATIO and asym2 > 0.5 * asym1 and min(sf2, sb2) - slack <= p.analytic <= max(sf2, sb2) + slack:
         p.unexplained, p.cause = 0.0, "kink"
         return
-    p.unexplained = max(0.0, best - floor2 - moved)
-    if p.unexplained < gap1:
-        # round-off grows as the step shrinks; a kink crossed inside ±ε shrinks with it
-        p.cause = "kink" if moved > floor2 and gap2 < 0.5 * gap1 else "round-off"
+    p.unexplained = max(0.0, gap_last - floor2 - moved)
+    if p.unexplained < gap_first:
+        # round-off grows as the step shrinks; a kink crossed inside ±ε drops out as it shrinks
+        kinked = any(
+            abs(b[1] - a[1]) > 2 * _floor(ctx, t, p, b[0]) and abs(p.analytic - b[1]) < abs(p.analytic - a[1])
+            for a, b in zip(trail, trail[1:])
+        )
+        p.cause = "kink" if kinked or gap_last < 0.5 * gap_first else "round-off"
 
 
 def _base_loss(ctx: _Context, t: _Tensor) -> float:
@@ -429,7 +467,7 @@ def _settle(ctx: _Context, t: _Tensor, probes: List[_Probe], threshold: float, c
         _first_pass_unexplained(ctx, t, p)
     suspects = sorted((p for p in probes if _needs_recheck(p, threshold)), key=lambda p: -p.unexplained)
     for p in suspects[:cap]:
-        _recheck(ctx, t, p)
+        _recheck(ctx, t, p, threshold)
 
 
 def _unexplained_difference(probes: List[_Probe]) -> float:
@@ -472,15 +510,43 @@ def _localise(ctx: _Context, t: _Tensor, probes: List[_Probe], rng: np.random.Ge
     # the size of the error carried by a range, estimated from a unit-direction gap: |gap|·√m
     est = math.sqrt(np.mean([((p.analytic - p.numeric) ** 2) * (p.hi - p.lo) for p in probes]))
     lo, hi = 0, t.size
+    threshold = ctx.threshold_of[t.name]
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        half = _probe(ctx, t, lo, mid, None if mid - lo == 1 else int(rng.integers(2**63)))
-        est_a = abs(half.analytic - half.numeric) * math.sqrt(mid - lo)
-        if est_a * est_a >= 0.5 * est * est:
+        est_a = _carried(ctx, t, lo, mid, rng, threshold)
+        if est > 0 and (est_a / est) ** 2 >= CLEAR_SHARE:
+            hi, est = mid, est_a
+            continue
+        # not clearly in the first half: measure the second half too and follow the larger
+        est_b = _carried(ctx, t, mid, hi, rng, threshold)
+        if est > 0 and max(est_a, est_b) ** 2 < 0.5 * est * est:
+            # neither half carries the error its parent showed: a kink upset a probe; refine both
+            est_a = _carried(ctx, t, lo, mid, rng, threshold, refine=True)
+            est_b = _carried(ctx, t, mid, hi, rng, threshold, refine=True)
+        if est_a >= est_b:
             hi, est = mid, est_a
         else:
-            lo = mid
+            lo, est = mid, est_b
     return _probe(ctx, t, lo, lo + 1, None)
+
+
+def _carried(
+    ctx: _Context, t: _Tensor, lo: int, hi: int, rng: np.random.Generator, threshold: float, refine: bool = False
+) -> float:
+    """The size of the gradient error carried by entries ``[lo, hi)``: |gap|·√m of a unit-direction probe.
+
+    With ``refine``, a probe whose estimate moves when the step shrinks (a kink crossed) is refined
+    until it settles.
+    """
+    p = _probe(ctx, t, lo, hi, None if hi - lo == 1 else int(rng.integers(2**63)), boost=False)
+    trail = _refine(ctx, t, p, threshold) if refine and _moves(ctx, t, p) else [(p.step, p.numeric)]
+    return abs(p.analytic - trail[-1][1]) * math.sqrt(hi - lo)
+
+
+def _moves(ctx: _Context, t: _Tensor, p: _Probe) -> bool:
+    """Whether the probe's estimate changes at a quarter of the step (one extra pair of evaluations)."""
+    d, _, _ = _central(ctx.ev, t, p.lo, p.hi, p.seed, p.step / RECHECK_RATIO)
+    return abs(d - p.numeric) > 2 * _floor(ctx, t, p, p.step / RECHECK_RATIO) + 1e-3 * abs(p.analytic - p.numeric)
 
 
 def _verdict(
@@ -636,6 +702,7 @@ def check_gradients(
         n = np.array([p.numeric for p in all_probes])
     else:
         method = "directions"
+        ev.limit = budget  # detection (2 + 4 per tensor) always fits; refinement and localisation stop at it
         found: Dict[str, List[_Probe]] = {}
         for t in tensors:
             found[t.name] = _direction_probes(ctx, t, rng, AUTO_DIRECTIONS) if t.size else []
@@ -643,14 +710,13 @@ def check_gradients(
             _settle(ctx, t, found[t.name], threshold_of[t.name], AUTO_DIRECTIONS)
         verdicts = {t.name: _verdict(ctx, t, found[t.name], method, t.size, threshold_of[t.name]) for t in tensors}
         # localise the failing tensors, worst first, within the budget
-        ev.limit = budget
         order = sorted((t for t in tensors if not verdicts[t.name].passed), key=lambda t: -verdicts[t.name].difference)
         for t in order:
             probes = found[t.name]
             if t.size == 1:
                 worst: Optional[_Probe] = probes[0]
             else:
-                need = 2 * math.ceil(math.log2(t.size)) + 2
+                need = 2 * math.ceil(math.log2(t.size)) + 2  # more if ambiguous halves need both probes
                 if ev.count + need > budget:
                     worst = None
                 else:
