@@ -1,0 +1,343 @@
+"""Gradient checks as TensorBoard event files: :class:`TensorBoardLogger`.
+
+Written with the ``tensorboard`` package's own pieces (its ``EventFileWriter``, its protos and its
+plugins' metadata helpers); no TensorFlow, no PyTorch. One event per check or refusal, at the
+training step it happened, with these tags:
+
+==========================================  =========================================================
+``gradcheck/difference``                     scalar: the check's relative difference (formula (2))
+``gradcheck/passed``                         scalar: 1.0 passed, 0.0 failed
+``gradcheck/loss_evaluations``               scalar: calls of ``loss_fn`` the check made
+``gradcheck/difference/<name>``              scalar: relative difference of one tensor
+``gradcheck/passed/<name>``                  scalar: 1.0 / 0.0 verdict of one tensor
+``gradcheck/max_abs_error/<name>``           scalar: largest |analytic - numeric| found in one tensor
+``gradcheck/relative_error/<name>``          histogram of log10 of the per-entry relative errors
+``gradcheck/report``                         text: ``str(result)``, the report a person reads
+``gradcheck/refused``                        scalar 1.0 at a refused check
+``gradcheck/refusal``                        text: why the check was refused
+==========================================  =========================================================
+
+Scalars are float32 tensors (TensorBoard's fast loader drops float64 scalars). Each event file also
+carries, once, a custom-scalars layout with every tensor's difference in one chart.
+
+Nothing is imported from ``tensorboard`` and no file is opened until the first write, so an
+inert watch leaves no empty event file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from typing import Any, List, Optional, Union
+
+import numpy as np
+
+from .check import CheckResult
+from .errors import GradWatchError
+
+PREFIX = "gradcheck"
+#: Relative errors below this are drawn at this value in the log10 histogram (exact zeros included).
+HISTOGRAM_FLOOR = 1e-20
+#: Buckets of each relative-error histogram (TensorBoard's own default).
+HISTOGRAM_BUCKETS = 30
+#: The regular expressions of the custom-scalars charts: title -> tag regex.
+LAYOUT_CHARTS = (
+    ("relative difference per tensor (threshold 1e-7 for float64)", r"gradcheck/difference(/.*)?"),
+    ("max |analytic - numeric| per tensor", r"gradcheck/max_abs_error/.*"),
+)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class TensorBoardLogger:
+    """Writes gradient checks and refusals to a TensorBoard event file under ``logdir``.
+
+    The directory is created at construction (a :class:`GradWatchError` naming it when it cannot
+    be); ``tensorboard`` is imported and the event file opened at the first write, and flushed
+    after each one. A write error (disk full, directory removed) warns once and never raises:
+    from then on this logger drops what it is given, and the checks go on.
+
+    >>> import tempfile, numpy as np, gradwatch
+    >>> from gradwatch.tensorboard import TensorBoardLogger
+    >>> params = {"w": np.array([1.0, 2.0])}
+    >>> result = gradwatch.check_gradients(lambda p: float(np.sum(p["w"] ** 2)), params, {"dw": 2 * params["w"]}, seed=0)
+    >>> with TensorBoardLogger(tempfile.mkdtemp()) as tb:
+    ...     tb.log_check(0, result)
+    ...     tb.log_refusal(10, "dropout is active")
+    """
+
+    def __init__(self, logdir: PathLike) -> None:
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir must be a str or os.PathLike; got {type(logdir).__name__}")
+        path = os.fspath(logdir)
+        if not path:
+            raise GradWatchError("logdir must name a directory; got an empty string")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise GradWatchError(f"cannot create the TensorBoard logdir {path!r}: {reason}") from exc
+        self._logdir = path
+        self._writer: Any = None
+        self._broken = False
+        self._lock = threading.Lock()
+
+    @property
+    def logdir(self) -> str:
+        """The directory the event files go to."""
+        return self._logdir
+
+    @property
+    def broken(self) -> bool:
+        """True once a write failed: the logger warned and now drops what it is given."""
+        return self._broken
+
+    # ----------------------------------------------------------------------------------------
+    # public writes
+
+    def log_check(self, step: int, result: CheckResult) -> None:
+        """Write one check at training step ``step`` (scalars, histograms, the text report)."""
+        step = _validate_step(step)
+        if not isinstance(result, CheckResult):
+            raise TypeError(f"result must be a CheckResult; got {type(result).__name__}")
+        self._write(step, lambda: check_values(result))
+
+    def log_refusal(self, step: int, reason: str) -> None:
+        """Write a refused check at ``step``: ``gradcheck/refused`` = 1.0 and the reason as text."""
+        step = _validate_step(step)
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str; got {type(reason).__name__}")
+        self._write(step, lambda: refusal_values(reason))
+
+    def flush(self) -> None:
+        """Push what was written to disk (every write already does)."""
+        with self._lock:
+            if self._writer is None or self._broken:
+                return
+            try:
+                self._writer.flush()
+            except Exception as exc:  # noqa: BLE001 - a logging failure must never break training
+                self._fail(exc, stacklevel=3)
+
+    def close(self) -> None:
+        """Flush and close the event file. A later write opens a new event file."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            if writer is None or self._broken:
+                return
+            try:
+                writer.close()
+            except Exception as exc:  # noqa: BLE001
+                self._fail(exc, stacklevel=3)
+
+    def __enter__(self) -> "TensorBoardLogger":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "broken" if self._broken else ("open" if self._writer is not None else "not opened")
+        return f"TensorBoardLogger({self._logdir!r}, {state})"
+
+    # ----------------------------------------------------------------------------------------
+    # internals
+
+    def _write(self, step: int, make_values) -> None:
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                from tensorboard.compat.proto import event_pb2, summary_pb2
+
+                if self._writer is None:
+                    self._writer = _open_writer(self._logdir)
+                event = event_pb2.Event(
+                    wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=make_values())
+                )
+                self._writer.add_event(event)
+                self._writer.flush()
+            except Exception as exc:  # noqa: BLE001 - a logging failure must never break training
+                self._fail(exc, stacklevel=4)
+
+    def _fail(self, exc: BaseException, stacklevel: int) -> None:
+        """Warn once, let go of the writer and drop every later write."""
+        self._broken = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - it is broken already; closing is best effort
+                pass
+        warnings.warn(
+            f"gradwatch could not write TensorBoard events to {self._logdir!r} "
+            f"({type(exc).__name__}: {exc}); the gradient checks go on, but this logger writes "
+            "nothing more",
+            RuntimeWarning,
+            stacklevel=stacklevel,  # points at the caller of log_check / log_refusal / flush / close
+        )
+
+
+def _validate_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"step must be an int; got {step!r}")
+    return int(step)
+
+
+def _open_writer(logdir: str):
+    """An ``EventFileWriter`` on a new file in ``logdir``, its first event the custom-scalars layout."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(logdir, filename_suffix=".gradwatch")
+    # The writer's background thread stores a write error and re-raises it in our thread at the
+    # next add_event/flush, where it becomes our one warning. Without this, the thread would also
+    # print its own traceback to stderr.
+    worker = getattr(getattr(writer, "_async_writer", None), "_worker", None)
+    if isinstance(worker, threading.Thread) and hasattr(worker, "_invoke_excepthook"):
+        worker._invoke_excepthook = lambda thread: None
+    writer.add_event(
+        event_pb2.Event(wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[layout_value()]))
+    )
+    return writer
+
+
+# --------------------------------------------------------------------------------------------
+# Summary values (pure: they build protos, they write nothing)
+
+
+def _float(value: Optional[float]) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def scalar_value(tag: str, value: float, description: str = ""):
+    """A ``Summary.Value`` holding ``value`` as a float32 scalar tensor for the scalars plugin."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.scalar import metadata
+
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(), float_val=[_float(value)]
+    )
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(display_name="", description=description), tensor=tensor
+    )
+
+
+def text_value(tag: str, text: str, description: str = ""):
+    """A ``Summary.Value`` for the text plugin. The text is shown as a preformatted block."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.text import metadata
+
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+        string_val=[to_markdown(text).encode("utf-8")],
+    )
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(display_name="", description=description), tensor=tensor
+    )
+
+
+def histogram_buckets(data: np.ndarray, bucket_count: int = HISTOGRAM_BUCKETS) -> np.ndarray:
+    """``[left, right, count]`` rows, the histogram plugin's format, over ``bucket_count`` equal buckets."""
+    data = np.asarray(data, dtype=np.float64).ravel()
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return np.zeros((0, 3))
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        return np.array([[lo - 0.5, hi + 0.5, float(data.size)]])
+    width = (hi - lo) / bucket_count
+    index = np.minimum(np.floor((data - lo) / width).astype(np.int64), bucket_count - 1)
+    counts = np.bincount(index, minlength=bucket_count).astype(np.float64)
+    edges = np.linspace(lo, hi, bucket_count + 1)
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+
+
+def log10_errors(entry_errors: np.ndarray) -> np.ndarray:
+    """log10 of per-entry relative errors, exact zeros drawn at ``log10(HISTOGRAM_FLOOR)``."""
+    errors = np.asarray(entry_errors, dtype=np.float64).ravel()
+    return np.log10(np.maximum(np.abs(errors), HISTOGRAM_FLOOR))
+
+
+def histogram_value(tag: str, data: np.ndarray, description: str = ""):
+    """A ``Summary.Value`` for the histogram plugin: a k x 3 float64 tensor of buckets."""
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.histogram import metadata
+    from tensorboard.util import tensor_util
+
+    buckets = histogram_buckets(data)
+    return summary_pb2.Summary.Value(
+        tag=tag,
+        metadata=metadata.create_summary_metadata(display_name="", description=description),
+        tensor=tensor_util.make_tensor_proto(buckets, dtype=np.float64),
+    )
+
+
+def layout_value():
+    """The custom-scalars layout: one chart of every tensor's difference, one of the max errors."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    layout = layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(
+                title="gradwatch",
+                chart=[
+                    layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+                    for title, regex in LAYOUT_CHARTS
+                ],
+            )
+        ]
+    )
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+        string_val=[layout.SerializeToString()],
+    )
+    return summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG, metadata=metadata.create_summary_metadata(), tensor=tensor
+    )
+
+
+def to_markdown(text: str) -> str:
+    """``text`` as a Markdown code block (four spaces before each line), so its columns stay aligned."""
+    return "\n".join("    " + line for line in text.split("\n"))
+
+
+def from_markdown(text: str) -> str:
+    """The inverse of :func:`to_markdown`."""
+    return "\n".join(line[4:] if line.startswith("    ") else line for line in text.split("\n"))
+
+
+def check_values(result: CheckResult) -> List[Any]:
+    """Every ``Summary.Value`` of one check."""
+    values = [
+        scalar_value(f"{PREFIX}/difference", result.difference,
+                     f"relative difference over what was checked; threshold {result.threshold:.0e}"),
+        scalar_value(f"{PREFIX}/passed", 1.0 if result.passed else 0.0, "1 passed, 0 failed"),
+        scalar_value(f"{PREFIX}/loss_evaluations", float(result.loss_evaluations), "calls of loss_fn"),
+    ]
+    for name, pc in result.per_param.items():
+        values.append(scalar_value(f"{PREFIX}/difference/{name}", pc.difference, f"relative difference of {name}"))
+        values.append(scalar_value(f"{PREFIX}/passed/{name}", 1.0 if pc.passed else 0.0, f"verdict on {name}"))
+        values.append(scalar_value(f"{PREFIX}/max_abs_error/{name}", pc.max_abs_error,
+                                   f"largest |analytic - numeric| found in {name}"))
+        errors = np.asarray(pc.entry_errors, dtype=np.float64).ravel()
+        if errors.size:
+            values.append(histogram_value(
+                f"{PREFIX}/relative_error/{name}", log10_errors(errors),
+                f"log10 of the relative errors |a - n| / (|a| + |n|) checked in {name}",
+            ))
+    values.append(text_value(f"{PREFIX}/report", str(result), "the check's report"))
+    return values
+
+
+def refusal_values(reason: str) -> List[Any]:
+    """Every ``Summary.Value`` of one refused check."""
+    return [
+        scalar_value(f"{PREFIX}/refused", 1.0, "1 at a refused check (dropout or randomness active)"),
+        text_value(f"{PREFIX}/refusal", reason, "why the check was refused"),
+    ]
