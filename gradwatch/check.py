@@ -51,7 +51,7 @@ GRAD_ROUNDOFF_FACTOR = 32.0
 #: In bisection, a half whose probe carries at least this share of the error (squared) is followed
 #: without measuring the other half.
 CLEAR_SHARE = 0.9
-_CHUNK = 1 << 16
+_CHUNK = 1 << 14
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +225,7 @@ class _Tensor:
         self.shape = array.shape
         self.size = int(array.size)
         self.grad = grad.reshape(-1)
+        self.grad_finite = all(bool(np.isfinite(self.grad[i : i + _CHUNK]).all()) for i in range(0, self.size, _CHUNK))
         flat = array.reshape(-1)
         in_place = (
             array.dtype.itemsize >= 8
@@ -242,7 +243,7 @@ class _Tensor:
             self.source = flat if np.shares_memory(flat, array) else None
             self.mapping = _replaced(params, key, self.work.reshape(self.shape))
         self.in_place = in_place
-        rms = float(np.sqrt(np.mean(np.square(self.work, dtype=np.float64)))) if self.size else 0.0
+        rms = math.sqrt(float(np.dot(self.work, self.work)) / self.size) if self.size else 0.0
         self.scale = max(1.0, rms)
         self.base_loss: Optional[float] = None  # loss at the unperturbed copy (substitute mode only)
 
@@ -340,7 +341,9 @@ def _set(t: _Tensor, base: np.ndarray, lo: int, hi: int, seed: Optional[int], de
         t.work[lo] = base[0] + delta
         return
     for c0, c1, s in _signs(seed, lo, hi):
-        t.work[c0:c1] = base[c0 - lo : c1 - lo] + delta * s
+        out = t.work[c0:c1]
+        np.multiply(s, delta, out=out)  # in place: no temporaries beyond the chunk of signs
+        out += base[c0 - lo : c1 - lo]
 
 
 def _central(ev: _Evaluator, t: _Tensor, lo: int, hi: int, seed: Optional[int], step: float) -> Tuple[float, float, float]:
@@ -448,55 +451,119 @@ def _base_loss(ctx: _Context, t: _Tensor) -> float:
     return t.base_loss
 
 
-def _first_pass_unexplained(ctx: _Context, t: _Tensor, p: _Probe) -> None:
-    gap = abs(p.analytic - p.numeric)
-    floor = _floor(ctx, t, p, p.step)
-    p.unexplained = max(0.0, gap - floor) if math.isfinite(gap) else math.inf
-    if p.unexplained < gap:
-        p.cause = "round-off"
+@dataclass
+class _Comparison:
+    """What one tensor's check compared: analytic ``a`` and numeric ``n`` numbers, the part ``u`` of each
+    gap that noise does not explain, the causes noise was found to have, and the coordinates (if any)."""
+
+    a: np.ndarray
+    n: np.ndarray
+    u: np.ndarray
+    causes: set
+    indices: Optional[np.ndarray] = None
+
+    @classmethod
+    def of_probes(cls, probes: List[_Probe]) -> "_Comparison":
+        return cls(
+            a=np.array([p.analytic for p in probes], dtype=np.float64),
+            n=np.array([p.numeric for p in probes], dtype=np.float64),
+            u=np.array([p.unexplained for p in probes], dtype=np.float64),
+            causes={p.cause for p in probes if p.cause},
+        )
 
 
-def _needs_recheck(p: _Probe, threshold: float) -> bool:
-    gap = abs(p.analytic - p.numeric)
-    return math.isfinite(gap) and p.unexplained > 0 and gap > threshold * (abs(p.analytic) + abs(p.numeric))
+def _first_pass(ctx: _Context, t: _Tensor, a: np.ndarray, n: np.ndarray, steps: np.ndarray) -> Tuple[np.ndarray, set]:
+    """The unexplained part of each gap after the round-off floor, vectorised; and whether the floor mattered."""
+    u = np.abs(a - n)
+    finite = np.isfinite(u)
+    u -= LOSS_ROUNDOFF_FACTOR * np.finfo(np.float64).eps * abs(ctx.j0) / steps
+    u -= GRAD_ROUNDOFF_FACTOR * _grad_eps(t) * np.abs(a)
+    floored = bool(np.any(u < 0))
+    np.maximum(u, 0.0, out=u)
+    u[~finite] = np.inf
+    return u, ({"round-off"} if floored else set())
 
 
-def _settle(ctx: _Context, t: _Tensor, probes: List[_Probe], threshold: float, cap: int) -> None:
-    """First-pass floors for every probe, then re-checks of the most suspicious ones."""
-    for p in probes:
-        _first_pass_unexplained(ctx, t, p)
-    suspects = sorted((p for p in probes if _needs_recheck(p, threshold)), key=lambda p: -p.unexplained)
-    for p in suspects[:cap]:
+def _grad_eps(t: _Tensor) -> float:
+    return float(np.finfo(t.grad.dtype).eps) if t.grad.dtype.kind == "f" else float(np.finfo(np.float64).eps)
+
+
+def _suspects(a: np.ndarray, n: np.ndarray, u: np.ndarray, threshold: float, cap: int) -> np.ndarray:
+    """Positions whose gap is beyond the floor and above the threshold, the largest first, at most ``cap``."""
+    gap = np.abs(a - n)
+    with np.errstate(invalid="ignore"):
+        mask = (u > 0) & np.isfinite(gap) & (gap > threshold * (np.abs(a) + np.abs(n)))
+    where = np.flatnonzero(mask)
+    return where[np.argsort(-u[where], kind="stable")][:cap]
+
+
+def _coordinate_pass(ctx: _Context, t: _Tensor, indices: np.ndarray, threshold: float) -> _Comparison:
+    """The documents' loop over ``indices`` (flat), two evaluations per coordinate, then re-checks."""
+    step = _step(ctx, t, 1)
+    full = indices.size == t.size
+    a = t.grad.astype(np.float64, copy=False) if full else t.grad[indices].astype(np.float64)
+    n = np.empty(indices.size, dtype=np.float64)
+    work, mapping, ev = t.work, t.mapping, ctx.ev
+    for k in range(indices.size):
+        i = int(indices[k])
+        saved = work[i]
+        try:
+            work[i] = saved + step
+            j_plus = ev(mapping)
+            work[i] = saved - step
+            j_minus = ev(mapping)
+        finally:
+            work[i] = saved
+        n[k] = (j_plus - j_minus) / (2 * step)
+    u, causes = _first_pass(ctx, t, a, n, np.full(1, step))
+    for k in _suspects(a, n, u, threshold, RECHECK_CAP).tolist():
+        i = int(indices[k])
+        p = _probe(ctx, t, i, i + 1, None)  # measured again: the same numbers, now with J±
+        p.unexplained = float(u[k])
         _recheck(ctx, t, p, threshold)
+        u[k] = p.unexplained
+        if p.cause:
+            causes.add(p.cause)
+    return _Comparison(a, n, u, causes, indices)
 
 
-def _unexplained_difference(probes: List[_Probe]) -> float:
-    a = np.array([p.analytic for p in probes])
-    n = np.array([p.numeric for p in probes])
-    u = np.array([p.unexplained for p in probes])
-    denom = np.linalg.norm(a) + np.linalg.norm(n)
-    if not np.all(np.isfinite(u)):
+def _unexplained_difference(c: _Comparison) -> float:
+    if not np.all(np.isfinite(c.u)):
         return math.inf
+    denom = np.linalg.norm(c.a) + np.linalg.norm(c.n)
     if denom == 0.0:
-        return 0.0 if not np.any(u) else math.inf
-    return float(np.linalg.norm(u) / denom)
+        return 0.0 if not np.any(c.u) else math.inf
+    return float(np.linalg.norm(c.u) / denom)
 
 
-def _entry_errors(probes: List[_Probe]) -> np.ndarray:
-    a = np.array([p.analytic for p in probes], dtype=np.float64)
-    n = np.array([p.numeric for p in probes], dtype=np.float64)
-    denom = np.abs(a) + np.abs(n)
+def _entry_errors(c: _Comparison) -> np.ndarray:
+    """Per-quantity relative errors |a − n| / (|a| + |n|), as float32 (for histograms)."""
+    err = np.abs(c.a - c.n)
+    denom = np.abs(c.a) + np.abs(c.n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.where(denom > 0, np.abs(a - n) / np.where(denom > 0, denom, 1.0), 0.0)
-    return err
+        np.divide(err, denom, out=err, where=denom > 0)
+    err[denom == 0] = 0.0
+    return err.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
 # Per-tensor strategies
 
 
-def _coordinate_probes(ctx: _Context, t: _Tensor, indices: np.ndarray) -> List[_Probe]:
-    return [_probe(ctx, t, int(i), int(i) + 1, None) for i in indices]
+def _settle(ctx: _Context, t: _Tensor, probes: List[_Probe], threshold: float) -> None:
+    """First-pass floors for every direction probe, then re-checks of the suspicious ones."""
+    if not probes:
+        return
+    a = np.array([p.analytic for p in probes])
+    n = np.array([p.numeric for p in probes])
+    steps = np.array([p.step for p in probes])
+    u, causes = _first_pass(ctx, t, a, n, steps)
+    for p, uk in zip(probes, u.tolist()):
+        p.unexplained = uk
+        if uk < abs(p.analytic - p.numeric):
+            p.cause = "round-off"
+    for k in _suspects(a, n, u, threshold, len(probes)).tolist():
+        _recheck(ctx, t, probes[k], threshold)
 
 
 def _direction_probes(ctx: _Context, t: _Tensor, rng: np.random.Generator, k: int) -> List[_Probe]:
@@ -550,18 +617,17 @@ def _moves(ctx: _Context, t: _Tensor, p: _Probe) -> bool:
 
 
 def _verdict(
-    ctx: _Context, t: _Tensor, probes: List[_Probe], method: str, checked: int, threshold: float,
-    worst: Optional[_Probe] = None, localised: bool = True,
+    t: _Tensor, c: _Comparison, method: str, checked: int, threshold: float,
+    worst: Optional[Tuple[int, float, float]] = None, localised: bool = True,
 ) -> ParamCheck:
-    a = np.array([p.analytic for p in probes], dtype=np.float64)
-    n = np.array([p.numeric for p in probes], dtype=np.float64)
-    difference = relative_difference(a, n) if probes else 0.0
-    finite = math.isfinite(difference) and bool(np.all(np.isfinite(t.grad)))
-    unexplained = _unexplained_difference(probes) if probes else 0.0
-    passed = finite and (difference < threshold or unexplained < threshold)
-    causes = tuple(sorted({p.cause for p in probes if p.cause})) if passed and difference >= threshold else ()
-    if t.grad.dtype.kind == "f" and np.finfo(t.grad.dtype).bits < 64 and "round-off" in causes:
-        causes = tuple(c if c != "round-off" else f"{t.grad.dtype.name} precision" for c in causes)
+    """The tensor's verdict. ``worst`` is ``(flat index, analytic, numeric)`` of the worst entry found."""
+    difference = relative_difference(c.a, c.n) if c.a.size else 0.0
+    grad_finite = t.grad_finite
+    finite = math.isfinite(difference) and grad_finite
+    passed = finite and (difference < threshold or _unexplained_difference(c) < threshold)
+    causes = tuple(sorted(c.causes)) if passed and difference >= threshold else ()
+    if t.grad.dtype.kind == "f" and np.finfo(t.grad.dtype).bits < 64:
+        causes = tuple(x if x != "round-off" else f"{t.grad.dtype.name} precision" for x in causes)
     note = ""
     if not finite:
         note = "a NaN or infinity in the gradient or the loss"
@@ -573,27 +639,26 @@ def _verdict(
         )
     elif not localised:
         note = "not localised: the evaluation budget was spent"
-    if worst is None and probes and (method != "directions"):
-        worst = max(probes, key=lambda p: (p.unexplained, abs(p.analytic - p.numeric)))
-    worst_index = None
-    if not np.all(np.isfinite(t.grad)):
-        worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(~np.isfinite(t.grad))), t.shape))
-    elif worst is not None and worst.seed is None:
-        worst_index = tuple(int(i) for i in np.unravel_index(worst.lo, t.shape))
+    if worst is None and c.indices is not None and c.a.size:
+        gap = np.abs(c.a - c.n)
+        k = int(np.lexsort((np.nan_to_num(gap, nan=np.inf), c.u))[-1])
+        worst = (int(c.indices[k]), float(c.a[k]), float(c.n[k]))
+    if not grad_finite:
+        worst = (int(np.argmax(~np.isfinite(t.grad))), math.nan, math.nan)
     return ParamCheck(
         name=t.name,
         shape=tuple(t.shape),
         difference=difference,
         passed=passed,
         checked=checked,
-        worst_index=worst_index,
+        worst_index=None if worst is None else tuple(int(i) for i in np.unravel_index(worst[0], t.shape)),
         threshold=threshold,
         method=method,
-        probes=len(probes),
-        max_abs_error=float(np.max(np.abs(a - n))) if probes else 0.0,
-        entry_errors=_entry_errors(probes),
-        worst_analytic=None if worst is None or worst.seed is not None else worst.analytic,
-        worst_numeric=None if worst is None or worst.seed is not None else worst.numeric,
+        probes=int(c.a.size),
+        max_abs_error=float(np.max(np.abs(c.a - c.n))) if c.a.size else 0.0,
+        entry_errors=_entry_errors(c),
+        worst_analytic=None if worst is None else worst[1],
+        worst_numeric=None if worst is None else worst[2],
         explained_by=causes,
         localised=localised,
         note=note,
@@ -688,54 +753,50 @@ def check_gradients(
     not_localised: List[str] = []
     if full or isinstance(sample, int):
         method = "all" if full else "sampled"
-        all_probes: List[_Probe] = []
+        parts: List[_Comparison] = []
         for t in tensors:
             if full:
                 indices = np.arange(t.size)
             else:
                 indices = np.sort(rng.choice(t.size, size=min(int(sample), t.size), replace=False))
-            probes = _coordinate_probes(ctx, t, indices)
-            all_probes.extend(probes)
-            _settle(ctx, t, probes, threshold_of[t.name], RECHECK_CAP)
-            per_param[t.name] = _verdict(ctx, t, probes, method, len(indices), threshold_of[t.name])
-        a = np.array([p.analytic for p in all_probes])
-        n = np.array([p.numeric for p in all_probes])
+            comparison = _coordinate_pass(ctx, t, indices, threshold_of[t.name])
+            parts.append(comparison)
+            per_param[t.name] = _verdict(t, comparison, method, len(indices), threshold_of[t.name])
     else:
         method = "directions"
         ev.limit = budget  # detection (2 + 4 per tensor) always fits; refinement and localisation stop at it
-        found: Dict[str, List[_Probe]] = {}
+        found = {t.name: _direction_probes(ctx, t, rng, AUTO_DIRECTIONS) if t.size else [] for t in tensors}
         for t in tensors:
-            found[t.name] = _direction_probes(ctx, t, rng, AUTO_DIRECTIONS) if t.size else []
-        for t in tensors:
-            _settle(ctx, t, found[t.name], threshold_of[t.name], AUTO_DIRECTIONS)
-        verdicts = {t.name: _verdict(ctx, t, found[t.name], method, t.size, threshold_of[t.name]) for t in tensors}
+            _settle(ctx, t, found[t.name], threshold_of[t.name])
+        comparisons = {t.name: _Comparison.of_probes(found[t.name]) for t in tensors}
+        verdicts = {t.name: _verdict(t, comparisons[t.name], method, t.size, threshold_of[t.name]) for t in tensors}
         # localise the failing tensors, worst first, within the budget
         order = sorted((t for t in tensors if not verdicts[t.name].passed), key=lambda t: -verdicts[t.name].difference)
         for t in order:
             probes = found[t.name]
             if t.size == 1:
-                worst: Optional[_Probe] = probes[0]
+                entry: Optional[_Probe] = probes[0]
+            elif ev.count + 2 * math.ceil(math.log2(t.size)) + 2 > budget:
+                entry = None  # not even an unambiguous bisection fits
             else:
-                need = 2 * math.ceil(math.log2(t.size)) + 2  # more if ambiguous halves need both probes
-                if ev.count + need > budget:
-                    worst = None
-                else:
-                    try:
-                        worst = _localise(ctx, t, probes, rng)
-                    except _Budget:
-                        worst = None
-            if worst is None:
+                try:
+                    entry = _localise(ctx, t, probes, rng)
+                except _Budget:
+                    entry = None
+            if entry is None:
                 not_localised.append(t.name)
             verdicts[t.name] = _verdict(
-                ctx, t, probes, method, t.size, threshold_of[t.name], worst=worst, localised=worst is not None
+                t, comparisons[t.name], method, t.size, threshold_of[t.name],
+                worst=None if entry is None else (entry.lo, entry.analytic, entry.numeric),
+                localised=entry is not None,
             )
         ev.limit = None
         per_param = {t.name: verdicts[t.name] for t in tensors}
-        a = np.array([p.analytic for t in tensors for p in found[t.name]])
-        n = np.array([p.numeric for t in tensors for p in found[t.name]])
+        parts = [comparisons[t.name] for t in tensors]
         if not_localised:
             notes.append(f"not localised within the budget of {budget} loss evaluations: {', '.join(not_localised)}")
-
+    a = np.concatenate([c.a for c in parts]) if parts else np.zeros(0)
+    n = np.concatenate([c.n for c in parts]) if parts else np.zeros(0)
     difference = relative_difference(a, n) if a.size else 0.0
     failed = tuple(name for name, pc in per_param.items() if not pc.passed)
     return CheckResult(
