@@ -207,6 +207,8 @@ def _lookup_grad(grads: Grads, name: str, index: int, n_params: int) -> np.ndarr
 
 def _as_loss(value: Any) -> float:
     """The loss as a Python float; a clear error for anything but a real scalar."""
+    if isinstance(value, float):  # float and np.float64: the common case, first
+        return float(value)
     if isinstance(value, np.ndarray):
         if value.size != 1:
             raise GradWatchError(f"loss_fn must return a scalar; got an array of shape {value.shape}")
@@ -500,12 +502,11 @@ def _suspects(a: np.ndarray, n: np.ndarray, u: np.ndarray, threshold: float, cap
 def _coordinate_pass(ctx: _Context, t: _Tensor, indices: np.ndarray, threshold: float) -> _Comparison:
     """The documents' loop over ``indices`` (flat), two evaluations per coordinate, then re-checks."""
     step = _step(ctx, t, 1)
-    full = indices.size == t.size
+    full = indices.size == t.size  # then indices is arange(size): iterate a range, not a list
     a = t.grad.astype(np.float64, copy=False) if full else t.grad[indices].astype(np.float64)
     n = np.empty(indices.size, dtype=np.float64)
     work, mapping, ev = t.work, t.mapping, ctx.ev
-    for k in range(indices.size):
-        i = int(indices[k])
+    for k, i in enumerate(range(t.size) if full else indices.tolist()):
         saved = work[i]
         try:
             work[i] = saved + step
