@@ -264,6 +264,22 @@ def test_when_many_tensors_fail_the_budget_holds_and_the_report_names_what_was_n
     assert "not localised" in str(result)
 
 
+def test_the_budget_holds_when_auto_runs_the_full_loop_and_every_entry_is_wrong():
+    rng = np.random.default_rng(0)
+    params = {f"w{i}": rng.standard_normal(5) for i in range(20)}
+    loss = lambda p: float(sum(np.sum(np.sin(v)) for v in p.values()))  # noqa: E731
+    grads = {f"dw{i}": np.cos(v) * 1.5 for i, v in enumerate(params.values())}
+    result = check_gradients(loss, params, grads, seed=0)
+    assert result.loss_evaluations <= AUTO_BUDGET and len(result.failed) == 20
+
+
+def test_an_empty_tensor_is_checked_as_nothing():
+    params = {"e": np.zeros((0, 3)), "w": np.ones(3)}
+    grads = {"de": np.zeros((0, 3)), "dw": 2 * np.ones(3)}
+    result = check_gradients(lambda p: float(np.sum(p["w"] ** 2)), params, grads, seed=0)
+    assert result.passed and result.per_param["e"].checked == 0
+
+
 def test_sample_k_checks_k_entries_per_tensor_and_replays_with_its_seed():
     m = models.mlp([5, 7, 3], "tanh", seed=0, batch=4)
     grads = m.backward(m.params)
