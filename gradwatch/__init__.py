@@ -13,9 +13,13 @@ __all__ = [
     "ConfigError",
     "DropoutActiveError",
     "GradWatch",
+    "GradWatchConfig",
     "GradWatchError",
+    "GradWatchWarning",
+    "GradientCheckError",
     "ParamCheck",
     "check_gradients",
+    "load_config",
     "numerical_gradient",
     "params_to_vector",
     "relative_difference",
@@ -25,10 +29,19 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # the callback is imported on first use, so that the pure core imports nothing else
-    if name == "GradWatch":
-        from .callback import GradWatch
+_LAZY = {
+    "GradWatch": "callback",
+    "GradientCheckError": "callback",
+    "GradWatchWarning": "callback",
+    "GradWatchConfig": "config",
+    "load_config": "config",
+}
 
-        return GradWatch
+
+def __getattr__(name: str):
+    # the shell is imported on first use, so that importing the pure core imports nothing else
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'gradwatch' has no attribute {name!r}")
