@@ -14,22 +14,10 @@ import gradwatch
 from gradwatch.cli import main
 from gradwatch.tensorboard import TensorBoardLogger
 
-import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "scripts", "tiny_train.py")
 EXAMPLES = os.path.join(ROOT, "examples")
-
-
-@pytest.fixture(scope="module")
-def results():
-    model = models.mlp([4, 5, 3], seed=0)
-    good = gradwatch.check_gradients(model.loss, model.params, model.backward(model.params), seed=0)
-    grads = model.backward(model.params)
-    grads["dW1"][0, 0] += 0.1
-    bad = gradwatch.check_gradients(model.loss, model.params, grads, seed=0)
-    assert good.passed and bad.failed == ("W1",)
-    return good, bad
 
 
 @pytest.fixture(autouse=True)

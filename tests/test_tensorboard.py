@@ -13,25 +13,11 @@ import warnings
 import numpy as np
 import pytest
 
-import gradwatch
 from gradwatch.errors import GradWatchError
 from gradwatch.tensorboard import TensorBoardLogger, from_markdown, histogram_buckets, log10_errors
 
-import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def results():
-    """A passing check and one with a planted bug in dW1 (tiny MLP, seeded)."""
-    model = models.mlp([4, 5, 3], seed=0)
-    good = gradwatch.check_gradients(model.loss, model.params, model.backward(model.params), seed=0)
-    grads = model.backward(model.params)
-    grads["dW1"][0, 0] += 0.1
-    bad = gradwatch.check_gradients(model.loss, model.params, grads, seed=0)
-    assert good.passed and not bad.passed and bad.failed == ("W1",)
-    return good, bad
 
 
 def event_files(logdir):
