@@ -86,6 +86,23 @@ def make_logger(logdir: PathLike) -> Any:
     return TensorBoardLogger(logdir)
 
 
+def _logdir_problem(logdir: PathLike) -> Optional[str]:
+    """Why ``logdir`` could not be created, or ``None``; found without creating anything.
+
+    The logger makes the directory at the first check; a path that can never be a directory is
+    reported when the watch is built instead.
+    """
+    path = os.path.abspath(os.fspath(logdir))
+    probe = path
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return "it exists and is not a directory" if probe == path else f"{probe!r} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe!r} is not writable"
+    return None
+
+
 def _env_switch(environ: Mapping[str, str]) -> Optional[bool]:
     raw = environ.get("GRADWATCH", "").strip()
     if not raw:
@@ -190,8 +207,10 @@ class GradWatch:
         if env_logdir:
             config = config.replace(logdir=env_logdir)
         switch = _env_switch(environ)
-        if config.logdir is not None and os.path.exists(config.logdir) and not os.path.isdir(config.logdir):
-            raise ConfigError(f"logdir {config.logdir!r} exists and is not a directory")
+        if config.logdir is not None:
+            problem = _logdir_problem(config.logdir)
+            if problem:
+                raise ConfigError(f"logdir {os.fspath(config.logdir)!r} cannot be created: {problem}")
 
         self.loss_fn = loss_fn
         self.config = config

@@ -430,6 +430,19 @@ def test_logdir_that_is_a_file_fails_at_construction(tmp_path):
         GradWatch(lambda p: 0.0, logdir=path)
 
 
+def test_logdir_under_a_file_fails_at_construction_and_names_the_culprit(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"cannot be created: .*file' is not a directory"):
+        GradWatch(lambda p: 0.0, logdir=blocker / "runs" / "mlp")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_creatable_logdir_is_not_created_before_the_first_check(tmp_path):
+    GradWatch(lambda p: 0.0, logdir=tmp_path / "runs" / "mlp")
+    assert not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------------------------------------
 # from_config
 
