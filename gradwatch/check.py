@@ -160,12 +160,20 @@ def format_report(result: CheckResult) -> str:
 # Inputs
 
 
-def _validate_sample(sample: Any) -> Union[str, int]:
+def normalise_sample(sample: Any) -> Optional[Union[str, int]]:
+    """``"all"``, ``"auto"`` or a positive int as given (the int as a Python int); ``None`` for anything else."""
     if isinstance(sample, str) and sample in ("all", "auto"):
         return sample
-    if isinstance(sample, (int, np.integer)) and not isinstance(sample, bool) and sample > 0:
+    if isinstance(sample, (int, np.integer)) and not isinstance(sample, (bool, np.bool_)) and sample > 0:
         return int(sample)
-    raise ValueError(f'sample must be "all", "auto" or a positive int; got {sample!r}')
+    return None
+
+
+def _validate_sample(sample: Any) -> Union[str, int]:
+    value = normalise_sample(sample)
+    if value is None:
+        raise ValueError(f'sample must be "all", "auto" or a positive int; got {sample!r}')
+    return value
 
 
 def _validate_positive(name: str, value: Any) -> Optional[float]:
@@ -308,9 +316,6 @@ class _Probe:
     numeric: float
     j_plus: float
     j_minus: float
-    numeric2: Optional[float] = None
-    j_plus2: float = 0.0
-    j_minus2: float = 0.0
     unexplained: float = 0.0
     cause: str = ""
 
@@ -388,11 +393,17 @@ def _probe(ctx: _Context, t: _Tensor, lo: int, hi: int, seed: Optional[int], boo
     return _Probe(lo, hi, seed, step, a, amag, d, jp, jm)
 
 
-def _floor(ctx: _Context, t: _Tensor, p: _Probe, step: float) -> float:
-    """What round-off alone can put between the analytic and the numeric number at this step."""
+def _roundoff_floor(ctx: _Context, t: _Tensor, analytic_mag: Any, step: Any) -> Any:
+    """What round-off alone can put between analytic and numeric numbers (scalars or arrays):
+    the loss's round-off divided by the step, plus the gradient dtype's round-off on the analytic side."""
+    grad_eps = float(np.finfo(t.grad.dtype).eps) if t.grad.dtype.kind == "f" else float(np.finfo(np.float64).eps)
     loss_part = LOSS_ROUNDOFF_FACTOR * np.finfo(np.float64).eps * abs(ctx.j0) / step
-    grad_eps = np.finfo(t.grad.dtype).eps if t.grad.dtype.kind == "f" else np.finfo(np.float64).eps
-    return float(loss_part + GRAD_ROUNDOFF_FACTOR * grad_eps * p.analytic_mag)
+    return loss_part + GRAD_ROUNDOFF_FACTOR * grad_eps * analytic_mag
+
+
+def _floor(ctx: _Context, t: _Tensor, p: _Probe, step: float) -> float:
+    """The round-off floor of one probe at this step."""
+    return float(_roundoff_floor(ctx, t, p.analytic_mag, step))
 
 
 def _refine(ctx: _Context, t: _Tensor, p: _Probe, threshold: float) -> List[Tuple[float, float, float, float]]:
@@ -423,7 +434,6 @@ def _recheck(ctx: _Context, t: _Tensor, p: _Probe, threshold: float) -> None:
     if len(trail) < 2:
         return  # the budget is spent: the first-pass judgement stands
     (s1, d1, jp1, jm1), (s2, d2, jp2, jm2) = trail[-2], trail[-1]
-    p.numeric2, p.j_plus2, p.j_minus2 = d2, jp2, jm2
     floor2 = _floor(ctx, t, p, s2)
     gap_first, gap_last = abs(p.analytic - p.numeric), abs(p.analytic - d2)
     moved = abs(d1 - d2)
@@ -474,20 +484,17 @@ class _Comparison:
         )
 
 
-def _first_pass(ctx: _Context, t: _Tensor, a: np.ndarray, n: np.ndarray, steps: np.ndarray) -> Tuple[np.ndarray, set]:
+def _first_pass(
+    ctx: _Context, t: _Tensor, a: np.ndarray, n: np.ndarray, mags: np.ndarray, steps: Any
+) -> Tuple[np.ndarray, set]:
     """The unexplained part of each gap after the round-off floor, vectorised; and whether the floor mattered."""
     u = np.abs(a - n)
     finite = np.isfinite(u)
-    u -= LOSS_ROUNDOFF_FACTOR * np.finfo(np.float64).eps * abs(ctx.j0) / steps
-    u -= GRAD_ROUNDOFF_FACTOR * _grad_eps(t) * np.abs(a)
+    u -= _roundoff_floor(ctx, t, mags, steps)
     floored = bool(np.any(u < 0))
     np.maximum(u, 0.0, out=u)
     u[~finite] = np.inf
     return u, ({"round-off"} if floored else set())
-
-
-def _grad_eps(t: _Tensor) -> float:
-    return float(np.finfo(t.grad.dtype).eps) if t.grad.dtype.kind == "f" else float(np.finfo(np.float64).eps)
 
 
 def _suspects(a: np.ndarray, n: np.ndarray, u: np.ndarray, threshold: float, cap: int) -> np.ndarray:
@@ -516,7 +523,7 @@ def _coordinate_pass(ctx: _Context, t: _Tensor, indices: np.ndarray, threshold: 
         finally:
             work[i] = saved
         n[k] = (j_plus - j_minus) / (2 * step)
-    u, causes = _first_pass(ctx, t, a, n, np.full(1, step))
+    u, causes = _first_pass(ctx, t, a, n, np.abs(a), step)
     return _Comparison(a, n, u, causes, indices)
 
 
@@ -565,8 +572,9 @@ def _settle(ctx: _Context, t: _Tensor, probes: List[_Probe], threshold: float) -
         return
     a = np.array([p.analytic for p in probes])
     n = np.array([p.numeric for p in probes])
+    mags = np.array([p.analytic_mag for p in probes])
     steps = np.array([p.step for p in probes])
-    u, causes = _first_pass(ctx, t, a, n, steps)
+    u, causes = _first_pass(ctx, t, a, n, mags, steps)
     for p, uk in zip(probes, u.tolist()):
         p.unexplained = uk
         if uk < abs(p.analytic - p.numeric):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from .check import normalise_sample
 from .errors import ConfigError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -91,10 +92,9 @@ def _every(value: Any) -> Optional[int]:
 
 
 def _sample(value: Any) -> Union[str, int]:
-    if isinstance(value, str) and value in ("all", "auto"):
-        return value
-    if _is_int(value) and value > 0:
-        return int(value)
+    sample = normalise_sample(value)  # the rule check_gradients applies
+    if sample is not None:
+        return sample
     raise ConfigError(f'sample must be "all", "auto" or a positive int; got {_got(value)}')
 
 
