@@ -83,6 +83,11 @@ class ParamCheck:
     explained_by: Tuple[str, ...] = ()
     localised: bool = True
     note: str = ""
+    verdict: str = ""  # "right", "wrong" or "inconclusive"; derived from ``passed`` when not given
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            object.__setattr__(self, "verdict", "right" if self.passed else "wrong")
 
     @property
     def size(self) -> int:
@@ -111,6 +116,12 @@ class CheckResult:
     epsilon: Optional[float] = None
     not_localised: Tuple[str, ...] = ()
     notes: Tuple[str, ...] = ()
+    inconclusive: Tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        """``"passed"`` (every tensor right), ``"failed"`` (some tensor wrong) or ``"inconclusive"``."""
+        return "failed" if self.failed else "inconclusive" if self.inconclusive else "passed"
 
     def __str__(self) -> str:
         return format_report(self)
