@@ -764,7 +764,15 @@ def check_gradients(
     # randomness probe: the same parameters must give the same loss
     j0 = ev(params)
     if not math.isfinite(j0):
-        raise GradWatchError(f"loss_fn returned {j0} at the given parameters; a gradient check needs a finite loss")
+        note = f"the loss is {j0} at the given parameters (training diverged?): no gradient can be checked"
+        per_nan = {
+            t.name: ParamCheck(t.name, tuple(t.shape), math.nan, False, 0, None, threshold_of[t.name], note=note)
+            for t in tensors
+        }
+        return CheckResult(
+            difference=math.nan, passed=False, threshold=overall_threshold, per_param=per_nan,
+            failed=tuple(per_nan), loss_evaluations=ev.count, seed=seed, sample=sample, epsilon=epsilon,
+        )
     j0b = ev(params)
     lowest = min((np.finfo(t.array.dtype).eps for t in tensors), default=np.finfo(np.float64).eps)
     lowest = max(lowest, np.finfo(np.float64).eps)

@@ -391,7 +391,14 @@ def test_integer_parameter_is_named():
         check_gradients(m.loss, m.params, grads)
 
 
-@pytest.mark.parametrize("value,match", [(np.ones(3), "shape"), (float("nan"), "nan"), ("0.5", "real scalar")])
+def test_a_loss_that_is_not_finite_fails_every_tensor():
+    m, grads = small()
+    result = check_gradients(lambda p: float("nan"), m.params, grads, seed=0)
+    assert result.verdict == "failed" and set(result.failed) == set(m.params)
+    assert "nan" in str(result)
+
+
+@pytest.mark.parametrize("value,match", [(np.ones(3), "shape"), ("0.5", "real scalar")])
 def test_a_loss_that_is_not_a_finite_scalar_is_refused(value, match):
     m, grads = small()
     with pytest.raises(GradWatchError, match=match):
