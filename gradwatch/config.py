@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from .check import normalise_sample
+from .inputs import normalise_sample
 from .errors import ConfigError
 
 PathLike = Union[str, "os.PathLike[str]"]

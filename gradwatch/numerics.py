@@ -7,18 +7,16 @@ Nothing here prints, reads files or touches global randomness.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
+from .tolerances import THRESHOLDS, threshold_for  # noqa: F401  (THRESHOLDS lives with the other tolerances)
+
 ArrayLike = Union[float, np.ndarray]
 
-#: Thresholds on formula (2) by parameter dtype. float64 is the documents' 1e-7; lower precisions
-#: are looser because a correct float32 backprop carries ~1e-7 relative round-off per operation.
-THRESHOLDS: Dict[str, float] = {"float64": 1e-7, "float32": 1e-4, "float16": 1e-2}
 
-
-def numerical_gradient(f: Callable, theta: ArrayLike, epsilon: float = 1e-7) -> ArrayLike:
+def numerical_gradient(f: Callable[[Any], Any], theta: ArrayLike, epsilon: float = 1e-7) -> ArrayLike:
     """Two-sided difference ``(f(θ+ε) − f(θ−ε)) / 2ε``, formula (1) of the documents.
 
     ``theta`` is a float (the result is a float) or an array (the result has its shape, one
@@ -138,8 +136,4 @@ def default_epsilon(dtype: np.dtype) -> float:
 
 def default_threshold(dtype: np.dtype) -> float:
     """The verdict threshold on formula (2) for parameters of this dtype (see :data:`THRESHOLDS`)."""
-    name = np.dtype(dtype).name
-    if name in THRESHOLDS:
-        return THRESHOLDS[name]
-    bits = np.finfo(np.dtype(dtype)).bits
-    return THRESHOLDS["float64"] if bits >= 64 else THRESHOLDS["float32"] if bits >= 32 else THRESHOLDS["float16"]
+    return threshold_for(dtype)

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 import course
 import models
 from gradwatch import DropoutActiveError, GradWatchError, check_gradients
-from gradwatch.check import AUTO_BUDGET
+from gradwatch.tolerances import TOLERANCES
+
+AUTO_BUDGET = TOLERANCES.budget
 
 
 def snapshot(params):
@@ -44,12 +46,14 @@ def test_the_fixed_exercise_gives_the_published_figure(exercise):
     assert result.difference == pytest.approx(1.1890913024229996e-07, rel=1e-6)
 
 
-def test_at_the_documents_step_the_fixed_exercise_is_a_round_off_false_alarm_the_verdict_explains(exercise):
+def test_at_the_documents_step_the_fixed_exercise_is_inconclusive_not_right(exercise):
+    # at epsilon=1e-7 round-off swamps the threshold: noise can explain the gap, so the check cannot
+    # say right; it says why and what to do
     loss, params, backward = exercise
     result = check_gradients(loss, params, backward(False), sample="all", epsilon=1e-7, seed=0)
-    assert result.difference > 1e-7 and result.passed
-    assert any(pc.explained_by for pc in result.per_param.values())
-    assert "explain" in str(result)
+    assert result.difference > 1e-7
+    assert result.verdict == "inconclusive" and not result.passed and not result.failed
+    assert "epsilon=1e-07" in str(result) and "INCONCLUSIVE" in str(result)
 
 
 def test_the_default_step_passes_the_fixed_exercise_with_a_wide_margin(exercise):
@@ -287,7 +291,7 @@ def test_sample_k_checks_k_entries_per_tensor_and_replays_with_its_seed():
     again = check_gradients(m.loss, m.params, grads, sample=4, seed=9)
     assert {n: pc.checked for n, pc in first.per_param.items()} == {"W1": 4, "b1": 4, "W2": 4, "b2": 3}
     assert first.difference == again.difference
-    assert first.loss_evaluations == 2 + 2 * 15
+    assert first.loss_evaluations == 3 + 2 * 15  # the loss at the point twice (randomness) and at the end
 
 
 def test_a_fresh_seed_is_recorded_so_the_check_can_be_replayed():
@@ -310,7 +314,7 @@ def test_progress_is_reported_for_every_evaluation():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("sample", ["auto", "all"])
-@pytest.mark.parametrize("fail_at", [3, 8, 15])
+@pytest.mark.parametrize("fail_at", [3, 4, 6])
 def test_params_are_bitwise_intact_when_the_loss_raises(dtype, sample, fail_at):
     m = models.mlp([12, 10, 3], "relu", seed=1, batch=4, dtype=dtype)
     grads = m.backward(m.params)

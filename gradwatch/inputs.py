@@ -1,0 +1,290 @@
+"""The check's inputs: option validation, which gradient belongs to which parameter, and the
+parameter adapter (:class:`Slot`) that perturbs one tensor and restores it bitwise.
+
+float64 arrays are perturbed in place (so a loss that reads the user's arrays still sees the
+perturbation); arrays of lower precision, and read-only ones, are checked through a float64 working
+copy that exists only while that tensor is measured and is handed to ``loss_fn`` in a shallow copy
+of the mapping. The user's arrays are never replaced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import GradWatchError
+from .numerics import named_tensors
+
+Params = Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
+Grads = Union[Mapping[Any, Any], Sequence[Any]]
+Sample = Union[str, int]
+
+CHUNK = 1 << 14
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+def normalise_sample(sample: Any) -> Optional[Sample]:
+    """``"all"``, ``"auto"`` or a positive int as given (the int as a Python int); ``None`` for anything else."""
+    if isinstance(sample, str) and sample in ("all", "auto"):
+        return sample
+    if isinstance(sample, (int, np.integer)) and not isinstance(sample, (bool, np.bool_)) and sample > 0:
+        return int(sample)
+    return None
+
+
+def validate_sample(sample: Any) -> Sample:
+    value = normalise_sample(sample)
+    if value is None:
+        raise ValueError(f'sample must be "all", "auto" or a positive int; got {sample!r}')
+    return value
+
+
+def validate_positive(name: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be None or a positive number; got {value!r}")
+    number = float(value)
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be None or a positive finite number; got {value!r}")
+    return number
+
+
+def validate_seed(seed: Any) -> int:
+    if seed is None:
+        return int(int(np.random.SeedSequence().entropy) % (2**32))  # type: ignore[arg-type]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be None or a non-negative int; got {seed!r}")
+    return int(seed)
+
+
+def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
+    """The loss as a Python float, and its NumPy dtype when it came as a NumPy float of another
+    precision than float64; a clear error for anything but a real scalar."""
+    if type(value) is float:  # the common case first
+        return value, None
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise GradWatchError(f"loss_fn must return a scalar; got an array of shape {value.shape}")
+        value = value.reshape(())[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise GradWatchError(f"loss_fn must return a real scalar; got {type(value).__name__}: {value!r:.60}")
+    dtype = value.dtype if isinstance(value, np.floating) and value.dtype != np.float64 else None
+    return float(value), dtype
+
+
+# --------------------------------------------------------------------------------------------
+# Which gradient is whose
+
+
+def _convention(grads: Mapping[Any, Any], names: List[str]) -> Dict[str, Any]:
+    """The key of each parameter's gradient: one convention ("d" + name, or the bare name) for all."""
+    prefixed = all("d" + n in grads for n in names)
+    bare = all(n in grads for n in names)
+    if prefixed and bare:
+        for n in names:
+            a, b = grads["d" + n], grads[n]
+            if a is not b and not np.array_equal(np.asarray(a), np.asarray(b)):
+                raise GradWatchError(
+                    f"grads holds both {'d' + n!r} and {n!r} with different arrays: which one is the "
+                    f"gradient of parameter {n!r} is ambiguous; pass one convention"
+                )
+        return {n: "d" + n for n in names}
+    if prefixed:
+        return {n: "d" + n for n in names}
+    if bare:
+        return {n: n for n in names}
+    if names and all(n.isdigit() for n in names) and all(int(n) in grads for n in names):
+        return {n: int(n) for n in names}
+    missing = [n for n in names if "d" + n not in grads and n not in grads]
+    shown = ", ".join(repr(k) for k in list(grads)[:12])
+    if missing:
+        n = missing[0]
+        raise GradWatchError(
+            f"no gradient for parameter {n!r}: grads has neither {'d' + n!r} nor {n!r} (its keys: {shown})"
+        )
+    raise GradWatchError(
+        "grads mixes conventions: neither 'd' + name nor the bare name covers every parameter "
+        f"({', '.join(names)}); its keys: {shown}"
+    )
+
+
+def gradient_arrays(grads: Grads, names: List[str]) -> List[Any]:
+    """The gradient of each named parameter, in order, by the contract's convention rule."""
+    if isinstance(grads, Mapping):
+        keys = _convention(grads, names)
+        return [grads[keys[n]] for n in names]
+    if isinstance(grads, (list, tuple)):
+        if len(grads) != len(names):
+            raise GradWatchError(f"grads is a sequence of {len(grads)} arrays but params holds {len(names)} tensors")
+        return list(grads)
+    raise TypeError(f"grads must be a dict or a list/tuple of arrays; got {type(grads).__name__}")
+
+
+def check_no_aliasing(pairs: List[Tuple[str, np.ndarray]]) -> None:
+    """Parameters that share memory (tied weights, views) cannot be perturbed one at a time."""
+    for i, (name_a, a) in enumerate(pairs):
+        for name_b, b in pairs[i + 1 :]:
+            if np.may_share_memory(a, b) and np.shares_memory(a, b):
+                raise GradWatchError(
+                    f"parameters {name_a!r} and {name_b!r} share memory (tied weights, or one is a view of "
+                    "the other): a check perturbs one tensor at a time and cannot tell their gradients "
+                    "apart. Pass the shared array once, with its total gradient."
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# The parameter adapter
+
+
+def _replaced(params: Params, replacements: Dict[Any, np.ndarray]) -> Any:
+    if isinstance(params, Mapping):
+        out: MutableMapping[Any, Any] = dict(params)
+        out.update(replacements)
+        return out
+    seq = list(params)
+    for key, value in replacements.items():
+        seq[key] = value
+    return tuple(seq) if isinstance(params, tuple) else seq
+
+
+@dataclass
+class Slot:
+    """One parameter under check: its gradient (flat), where perturbations are written, and how to restore."""
+
+    name: str
+    key: Any
+    array: np.ndarray
+    grad: np.ndarray  # flat, real dtype
+    in_place: bool
+    scale: float  # max(1, RMS of the tensor): the step's unit
+
+    @property
+    def size(self) -> int:
+        return int(self.array.size)
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def grad_finite(self) -> bool:
+        return all(bool(np.isfinite(self.grad[i : i + CHUNK]).all()) for i in range(0, self.size, CHUNK))
+
+    def grad_chunk(self, lo: int, hi: int) -> np.ndarray:
+        return self.grad[lo:hi].astype(np.float64, copy=False)
+
+    def grad_norm(self) -> float:
+        parts = (self.grad_chunk(lo, hi) for lo, hi in chunks(0, self.size))
+        return math.sqrt(math.fsum(float(np.dot(c, c)) for c in parts))
+
+    def values(self, lo: int, hi: int) -> np.ndarray:
+        """The tensor's entries ``[lo, hi)`` as float64 (a copy)."""
+        if self.array.flags.c_contiguous:
+            return self.array.reshape(-1)[lo:hi].astype(np.float64)
+        return np.array(self.array.flat[lo:hi], dtype=np.float64)
+
+
+def build_slot(name: str, key: Any, array: Any, grad: Any) -> Slot:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"parameter {name!r} must be a NumPy float array; got {type(array).__name__}")
+    if array.dtype.kind != "f":
+        raise TypeError(f"parameter {name!r} must be a float array; got dtype {array.dtype}")
+    g = np.asarray(grad)
+    if g.shape != array.shape:
+        raise ValueError(f"gradient of parameter {name!r} has shape {g.shape}, but the parameter has shape {array.shape}")
+    if g.dtype.kind not in "fiu":
+        raise TypeError(f"gradient of parameter {name!r} must be a real array; got dtype {g.dtype}")
+    if np.may_share_memory(g, array) and np.shares_memory(g, array):
+        g = g.copy()  # perturbing the parameter must not move its gradient
+    in_place = array.dtype == np.float64 and array.flags.writeable
+    slot = Slot(name, key, array, g.reshape(-1), in_place, 1.0)
+    sq = sum(float(np.dot(v, v)) for v in (slot.values(i, min(slot.size, i + CHUNK)) for i in range(0, slot.size, CHUNK)))
+    slot.scale = max(1.0, math.sqrt(sq / slot.size)) if slot.size else 1.0
+    return slot
+
+
+def build_slots(params: Params, grads: Grads) -> List[Slot]:
+    """Validate ``params`` and ``grads`` and pair them up, naming the culprit of any mismatch."""
+    pairs = named_tensors(params)
+    keys: List[Any] = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
+    names = [n for n, _ in pairs]
+    for (name, array) in pairs:
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"parameter {name!r} must be a NumPy float array; got {type(array).__name__}")
+    check_no_aliasing(pairs)
+    gradients = gradient_arrays(grads, names)
+    return [build_slot(n, k, a, g) for (n, a), k, g in zip(pairs, keys, gradients)]
+
+
+class Workspace:
+    """Writes perturbations into a set of slots and hands ``loss_fn`` the mapping that shows them.
+
+    Building it makes the float64 working copies of substituted slots (they live only while those
+    slots are measured); ``write(slot, lo, hi, values)`` sets entries; ``restore()`` puts every written
+    range back bitwise. Use it as a context manager so restoring happens whatever ``loss_fn`` does.
+    """
+
+    def __init__(self, params: Params, slots: Sequence[Slot]):
+        self.work: Dict[str, np.ndarray] = {}
+        self.saved: Dict[Tuple[str, int, int], Tuple[Slot, Optional[np.ndarray]]] = {}
+        replacements: Dict[Any, np.ndarray] = {}
+        for s in slots:
+            if not s.in_place:
+                copy = np.array(s.array, dtype=np.float64, order="C")
+                self.work[s.name] = copy.reshape(-1)
+                replacements[s.key] = copy
+        self.mapping: Any = _replaced(params, replacements) if replacements else params
+        self.base_loss: Optional[float] = None  # the loss at the working copies, once measured
+
+    def write(self, slot: Slot, lo: int, hi: int, values: np.ndarray) -> None:
+        key = (slot.name, lo, hi)
+        if not slot.in_place:
+            self.saved.setdefault(key, (slot, None))  # restored from the user's array, exactly
+            self.work[slot.name][lo:hi] = values
+        elif slot.array.flags.c_contiguous:
+            target = slot.array.reshape(-1)
+            if key not in self.saved:
+                self.saved[key] = (slot, target[lo:hi].copy())
+            target[lo:hi] = values
+        else:
+            if key not in self.saved:
+                self.saved[key] = (slot, np.array(slot.array.flat[lo:hi]))
+            slot.array.flat[lo:hi] = values
+
+    def base(self, slot: Slot, lo: int, hi: int) -> np.ndarray:
+        """The unperturbed float64 entries ``[lo, hi)`` of ``slot``, whatever has been written since."""
+        entry = self.saved.get((slot.name, lo, hi))
+        if entry is not None and entry[1] is not None:
+            return entry[1]
+        return slot.values(lo, hi)
+
+    def restore(self) -> None:
+        while self.saved:
+            (name, lo, hi), (slot, old) = self.saved.popitem()
+            if old is None:
+                self.work[name][lo:hi] = slot.values(lo, hi)
+            elif slot.array.flags.c_contiguous:
+                slot.array.reshape(-1)[lo:hi] = old
+            else:
+                slot.array.flat[lo:hi] = old
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
+def chunks(lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+    for c0 in range(lo, hi, CHUNK):
+        yield c0, min(hi, c0 + CHUNK)
+
+
+LossFn = Callable[[Any], Any]

@@ -1,0 +1,222 @@
+"""The noise model and the verdict: what a measurement can tell, and the one function that decides.
+
+Each probe ends as a :class:`Settled`: the analytic and numeric numbers, an upper bound on the
+error the probe could hide (its gap plus every noise it may carry), and the part of its gap that no
+noise explains. A tensor is then
+
+* **right** when an upper bound on its relative difference is below the threshold: for random
+  directions, a bound that holds except with probability ``false_pass_rate`` whatever the layout
+  of the error (chi-square lower tail of the projections); for coordinates, the plain bound;
+* **wrong** when the part of its gaps that noise cannot explain reaches the threshold;
+* **inconclusive** otherwise, with the reason and what to do.
+
+Noise never makes a tensor right: it only widens the bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from .probes import Evaluator, Measurement
+from .tolerances import TOLERANCES
+
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one probe tells after (possibly) re-measuring at smaller steps."""
+
+    analytic: float
+    numeric: float  # the first estimate (formula (2) is reported at the step chosen)
+    gap: float  # |analytic − the last estimate|
+    bound: float  # gap + noise: the largest error the probe could hide
+    unexplained: float  # |gap| − noise, at least 0: the error it shows for certain
+    settled: bool  # two estimates agreed, or the first was clean, or a kink at the point explains it
+    cause: str = ""  # "kink" (at the point) or "step" (a smaller step removed a disturbance)
+
+
+def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
+    """Whether a first measurement needs no re-measuring: its gap plus round-off is a small share of a
+    threshold-sized gap of the tensor (``reference``: the size of its gradient as this probe sees it)."""
+    scale = max(abs(analytic) + abs(m.numeric), 2 * reference)
+    return abs(analytic - m.numeric) + roundoff <= TOLERANCES.suspicious_share * threshold * scale
+
+
+def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, threshold: float, reference: float) -> bool:
+    """Two estimates at successive steps agree: within their round-off and a share of the threshold."""
+    slack = ev.roundoff(a.step, a.loss_size) + ev.roundoff(b.step, b.loss_size)
+    share = TOLERANCES.agreement_share * threshold * max(abs(analytic) + abs(b.numeric), 2 * reference)
+    return bool(abs(a.numeric - b.numeric) <= slack + share)
+
+
+def _kink_at_point(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float) -> bool:
+    """A kink exactly at the point: one-sided slopes differ by the same jump at the last two steps, and
+    the analytic number lies between them (a valid one-sided derivative)."""
+    if len(trail) < 2:
+        return False
+    first, last = trail[-2], trail[-1]
+    noise = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
+
+    def slopes(m: Measurement) -> Tuple[float, float]:
+        return (m.j_plus - j0) / m.step, (j0 - m.j_minus) / m.step
+
+    f1, b1 = slopes(first)
+    f2, b2 = slopes(last)
+    jump1, jump2 = abs(f1 - b1), abs(f2 - b2)
+    steady = jump2 > 8 * noise and abs(jump2 - jump1) <= 0.25 * jump2
+    slack = 2 * noise + 0.25 * jump2 * (last.step / first.step)
+    return steady and min(f2, b2) - slack <= analytic <= max(f2, b2) + slack
+
+
+def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, threshold: float,
+           reference: float) -> Settled:
+    """Turn a probe's measurements (first step first) into bounds. ``j0`` is the loss at the unperturbed
+    point as ``loss_fn`` sees this probe's tensors (for one-sided slopes)."""
+    first, last = trail[0], trail[-1]
+    roundoff = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
+    gap = abs(analytic - last.numeric)
+    if not (math.isfinite(gap) and math.isfinite(roundoff)):
+        return Settled(analytic, first.numeric, gap, math.inf, math.inf if not math.isfinite(gap) else 0.0, True)
+    if len(trail) == 1:
+        clean = gap_is_small(analytic, last, roundoff, threshold, reference)
+        return Settled(analytic, first.numeric, gap, gap + roundoff, 0.0, clean)
+    previous = trail[-2]
+    moved = abs(last.numeric - previous.numeric)
+    if agree(previous, last, ev, analytic, threshold, reference):
+        # what the last estimate may still carry of truncation: Richardson's estimate, doubled
+        noise = roundoff + 2 * moved / (TOLERANCES.refine_ratio ** 2 - 1)
+        if gap > noise and _kink_at_point(analytic, trail, ev, j0):
+            return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink")
+        moved_before = len(trail) > 2 and abs(first.numeric - last.numeric) > noise
+        return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True,
+                       "step" if moved_before else "")
+    if _kink_at_point(analytic, trail, ev, j0):
+        return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink")
+    return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False)
+
+
+# --------------------------------------------------------------------------------------------
+# The verdict
+
+
+def chi2_lower_quantile(k: int, alpha: float) -> float:
+    """A lower bound on the ``alpha`` quantile of chi-square with ``k`` degrees of freedom
+    (from P(χ²_k < x) ≤ (x/2)^(k/2) / Γ(k/2 + 1)), so that bounds built on it are conservative."""
+    return 2.0 * float((alpha * math.gamma(k / 2 + 1)) ** (2.0 / k))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str  # "right", "wrong" or "inconclusive"
+    difference: float  # formula (2) over what was checked
+    upper: float  # an upper bound on the tensor's relative difference
+    lower: float  # the relative difference that no noise explains
+    reason: str = ""  # for inconclusive: why, and what to do
+
+
+def relative_upper(bound_norm: float, reference: float) -> float:
+    """``‖e‖ / (‖g‖ + ‖γ‖)`` at most, for ‖e‖ ≤ ``bound_norm`` and ‖g‖ = ``reference`` (‖γ‖ ≥ ‖g‖ − ‖e‖)."""
+    if bound_norm == 0.0:
+        return 0.0
+    room = 2 * reference - bound_norm
+    return bound_norm / room if room > 0 else math.inf
+
+
+def direction_upper(bounds: Sequence[float], reference: float) -> float:
+    """Upper bound on a tensor's relative difference from ``k`` random-direction probes (unit mean-square
+    entries), failing with probability at most ``false_pass_rate`` whatever the layout of the error."""
+    k = len(bounds)
+    if k == 0:
+        return math.inf
+    sq = math.fsum(b * b for b in bounds)
+    return relative_upper(math.sqrt(sq / chi2_lower_quantile(k, TOLERANCES.false_pass_rate)), reference)
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """A tensor's settled probes as arrays (coordinates can be millions of them)."""
+
+    analytic: np.ndarray
+    numeric: np.ndarray  # first estimates
+    gap: np.ndarray  # |analytic − last estimate|
+    bound: np.ndarray
+    unexplained: np.ndarray
+    settled: bool  # every probe settled
+
+    @classmethod
+    def of(cls, probes: Sequence[Settled]) -> "ProbeSet":
+        def col(attr: str) -> np.ndarray:
+            return np.array([getattr(p, attr) for p in probes], dtype=np.float64)
+
+        return cls(col("analytic"), col("numeric"), col("gap"), col("bound"), col("unexplained"),
+                   all(p.settled for p in probes))
+
+    @property
+    def noise(self) -> np.ndarray:
+        """What each bound adds to its gap: the noise each probe may carry."""
+        noise: np.ndarray = self.bound - self.gap
+        return noise
+
+
+def judge(probes: ProbeSet, threshold: float, reference: float, statistical: bool, grad_finite: bool = True) -> Judgement:
+    """The verdict of one tensor from its settled probes. ``reference`` is the size of the tensor's gradient
+    as the probes see it (‖g‖ for unit directions; the checked entries' norm for coordinates), floored
+    for near-zero gradients; ``statistical`` for random directions."""
+    a, n = probes.analytic, probes.numeric
+    difference = _formula2(a, n)
+    if not grad_finite or not math.isfinite(difference):
+        return Judgement("wrong", difference if grad_finite else math.nan, math.inf, math.inf)
+    if a.size == 0:
+        return Judgement("right", 0.0, 0.0, 0.0)
+    bound_norm = float(np.linalg.norm(probes.bound))
+    if statistical:
+        upper = direction_upper(probes.bound.tolist(), reference)
+    else:
+        upper = relative_upper(bound_norm, reference)
+    unexplained = float(np.linalg.norm(probes.unexplained))
+    denominator = float(np.linalg.norm(a) + np.linalg.norm(n) + np.linalg.norm(probes.noise))
+    lower = unexplained / denominator if denominator > 0 else (math.inf if unexplained > 0 else 0.0)
+    if lower >= threshold:
+        return Judgement("wrong", difference, upper, lower)
+    if upper < threshold and probes.settled:
+        return Judgement("right", difference, upper, lower)
+    return Judgement("inconclusive", difference, upper, lower)
+
+
+def _formula2(a: np.ndarray, n: np.ndarray) -> float:
+    if a.size == 0:
+        return 0.0
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(n))):
+        return math.nan
+    denominator = float(np.linalg.norm(a) + np.linalg.norm(n))
+    return float(np.linalg.norm(a - n)) / denominator if denominator > 0 else 0.0
+
+
+def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: float,
+               reference: float, threshold: float, statistical: bool) -> str:
+    """The reason a tensor is inconclusive, and what to do about it, from what limited the bound."""
+    noise = probes.noise
+    upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
+        float(np.linalg.norm(noise)), reference)
+    if upper_noise >= 0.5 * threshold:
+        if ev.precision > 2 * _EPS64:
+            return ("the loss comes back in low precision (float32 or less), so its round-off swamps the changes a "
+                    "step makes: return the loss in float64 (e.g. float(np.sum(..., dtype=np.float64)))")
+        if ev.jitter > TOLERANCES.roundoff * _EPS64 * abs(j0):
+            return (f"the loss varies by {ev.jitter:.1e} between calls at the same point, more than round-off: "
+                    "make the loss deterministic (fixed summation order, no randomness)")
+        if epsilon is not None:
+            return (f"epsilon={epsilon:g} is so small that round-off swamps the differences: leave epsilon=None "
+                    "(gradwatch chooses the step) or pass a larger one")
+        return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make to a gradient "
+                f"this small (|g| = {reference:.2e}): subtract the loss's constant part, or scale the loss up")
+    if not probes.settled or probes.analytic.size == 0:
+        return ("a kink (ReLU, max or abs switching) moves the estimate at every step tried and no one-sided "
+                "slope matches the gradient: check at another point (another seed or batch), or with smooth activations")
+    return ("the gap is within the noise: neither clearly right nor wrong at the evaluations spent; "
+            "check again with sample=\"all\" or a larger budget")

@@ -1,0 +1,220 @@
+"""Measuring: the loss evaluator (counting, budget, the loss's precision and randomness), random
+directions, the one place the step is chosen, and central differences along a probe.
+
+A *probe* compares an analytic number (the user's gradient along a direction) with a numeric one
+(a central difference of the loss along the same direction). Its direction is generated once, as
+random bytes, and reused for the analytic side and both perturbations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import DropoutActiveError
+from .inputs import Slot, Workspace, as_loss, chunks
+from .tolerances import TOLERANCES, precision_of
+
+Progress = Callable[[int, int], None]
+
+#: Direction entries are the odd integers -255 … 255 (uniform, never zero) times this, so that each
+#: entry has unit mean square: the projection of an error does not hinge on sign balance.
+DIRECTION_SCALE = 1.0 / math.sqrt(255 * 257 / 3)
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluator
+
+
+class Evaluator:
+    """Calls ``loss_fn``: counts, stops at the budget, reads the loss's precision, watches for randomness."""
+
+    def __init__(self, loss_fn: Callable[[Any], Any], progress: Optional[Progress], planned: int, limit: Optional[int]):
+        self.loss_fn = loss_fn
+        self.progress = progress
+        self.planned = planned
+        self.limit = limit
+        self.count = 0
+        self.jitter = 0.0
+        self.loss_dtype: Optional[np.dtype] = None
+        self._f32 = True  # every value so far exactly representable in float32
+        self._f16 = True
+        self.base_losses: List[float] = []
+        self.repeats = 0  # probes measured twice at the same step
+
+    def affords(self, n: int) -> bool:
+        return self.limit is None or self.count + n <= self.limit
+
+    def __call__(self, mapping: Any) -> float:
+        value, dtype = as_loss(self.loss_fn(mapping))
+        self.count += 1
+        if dtype is not None and (self.loss_dtype is None or dtype.itemsize < self.loss_dtype.itemsize):
+            self.loss_dtype = dtype
+        if self._f32 and math.isfinite(value):
+            self._f32 = float(np.float32(value)) == value
+            self._f16 = self._f16 and self._f32 and float(np.float16(value)) == value
+        if self.progress is not None:
+            self.progress(self.count, max(self.planned, self.count))
+        return value
+
+    @property
+    def precision(self) -> float:
+        """The loss's relative precision: float64's, unless it comes back in (or rounded to) a narrower float."""
+        if self.loss_dtype is not None:
+            return precision_of(self.loss_dtype)
+        if self.count >= 3 and self._f16:
+            return precision_of(np.dtype(np.float16))
+        if self.count >= 3 and self._f32:
+            return precision_of(np.dtype(np.float32))
+        return _EPS64
+
+    def same_point(self, first: float, second: float, where: str) -> None:
+        """Two losses at the same parameters: round-off-sized differences are noise, larger ones randomness."""
+        tol = TOLERANCES.randomness_rel * self.precision * max(abs(first), abs(second)) + TOLERANCES.randomness_abs
+        difference = abs(first - second)
+        if not difference <= tol:
+            raise DropoutActiveError(
+                f"loss_fn returned {first!r} and then {second!r} for the same parameters ({where}): randomness "
+                "(dropout?) is active in the loss, and a gradient check cannot work through it. Switch dropout "
+                "off for the check (keep_prob=1, or pass a loss_fn without dropout) and compute grads without it."
+            )
+        self.jitter = max(self.jitter, difference)
+
+    def base(self, mapping: Any, where: str) -> float:
+        """The loss at the unperturbed parameters, compared with every earlier one."""
+        value = self(mapping)
+        if self.base_losses and math.isfinite(value):
+            self.same_point(self.base_losses[0], value, where)
+        self.base_losses.append(value)
+        return value
+
+    def roundoff(self, step: float, loss_size: Any) -> Any:
+        """Bound on the round-off (and jitter) of a central difference at this step, in derivative units
+        (``loss_size`` a float or an array of them)."""
+        return (TOLERANCES.roundoff * self.precision * loss_size + self.jitter) / step
+
+
+# --------------------------------------------------------------------------------------------
+# Directions and probes
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A direction over entries ``[lo, hi)`` of one tensor: random odd int8 codes, or a coordinate (``codes is None``)."""
+
+    slot: Slot
+    lo: int
+    hi: int
+    codes: Optional[np.ndarray] = None
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    def values(self, c0: int, c1: int) -> np.ndarray:
+        """The direction's entries ``[c0, c1)`` (absolute indices) as float64."""
+        if self.codes is None:
+            return np.ones(c1 - c0)
+        v = self.codes[c0 - self.lo : c1 - self.lo].astype(np.float64)
+        v *= 2.0
+        v += 1.0
+        v *= DIRECTION_SCALE
+        return v
+
+    def analytic(self) -> float:
+        """The user's gradient along this direction."""
+        if self.codes is None:
+            return float(self.slot.grad[self.lo])
+        return math.fsum(float(np.dot(self.slot.grad_chunk(c0, c1), self.values(c0, c1))) for c0, c1 in chunks(self.lo, self.hi))
+
+
+def random_direction(slot: Slot, lo: int, hi: int, rng: np.random.Generator) -> Direction:
+    if hi - lo == 1:
+        return Direction(slot, lo, hi)
+    codes = np.frombuffer(rng.bytes(hi - lo), dtype=np.int8)
+    return Direction(slot, lo, hi, codes)
+
+
+def coordinate(slot: Slot, index: int) -> Direction:
+    return Direction(slot, index, index + 1)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One compared quantity: directions in one or more tensors, each moved by ``weight × step``."""
+
+    parts: Tuple[Tuple[Direction, float], ...]
+    analytic: float
+
+    @classmethod
+    def of(cls, parts: Sequence[Tuple[Direction, float]]) -> "Probe":
+        return cls(tuple(parts), math.fsum(w * d.analytic() for d, w in parts))
+
+    @property
+    def single(self) -> Direction:
+        return self.parts[0][0]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A central difference along a probe at one step: the estimate and the two losses."""
+
+    step: float
+    numeric: float
+    j_plus: float
+    j_minus: float
+
+    @property
+    def loss_size(self) -> float:
+        return max(abs(self.j_plus), abs(self.j_minus))
+
+
+def _displace(ws: Workspace, probe: Probe, step: float) -> None:
+    for d, w in probe.parts:
+        for c0, c1 in chunks(d.lo, d.hi):
+            vals = d.values(c0, c1)
+            vals *= step * w
+            vals += ws.base(d.slot, c0, c1)
+            ws.write(d.slot, c0, c1, vals)
+
+
+def measure(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional[Measurement]:
+    """``(J(θ + step·d) − J(θ − step·d)) / 2·step``, restoring every tensor bitwise; ``None`` past the budget."""
+    if not ev.affords(2):
+        return None
+    try:
+        _displace(ws, probe, step)
+        j_plus = ev(ws.mapping)
+        _displace(ws, probe, -step)
+        j_minus = ev(ws.mapping)
+    finally:
+        ws.restore()
+    return Measurement(step, (j_plus - j_minus) / (2 * step), j_plus, j_minus)
+
+
+# --------------------------------------------------------------------------------------------
+# The step
+
+
+def choose_step(slot: Slot, entries: int, epsilon: Optional[float], precision: float, loss_size: float,
+                reference: float, threshold: float) -> float:
+    """The per-entry step of a probe over ``entries`` entries of ``slot``: the one place a step is chosen.
+
+    With ``epsilon`` given it is used as given (divided by entries^¼ along a direction over many
+    entries, as every direction probe is). Otherwise: ∛(loss precision) × max(1, RMS of the tensor),
+    which balances truncation (∝ step²) against round-off (∝ 1/step), divided by entries^¼ so that
+    a wide direction moves fewer units across a kink; grown (at most ``max_step_growth``×) when the
+    loss's round-off would otherwise swamp a threshold-sized gap of a gradient of size ``reference``.
+    """
+    shrink = float(entries) ** -0.25
+    if epsilon is not None:
+        return float(epsilon * shrink)
+    step: float = float(np.cbrt(precision)) * slot.scale * shrink
+    if reference > 0 and loss_size > 0:
+        needed: float = TOLERANCES.resolution * TOLERANCES.roundoff * precision * loss_size / (threshold * reference)
+        step = float(min(max(step, needed), step * TOLERANCES.max_step_growth))
+    return step
