@@ -163,7 +163,7 @@ def _coordinate_stage(ctx: _Context, slot: Slot, indices: np.ndarray, method: st
     analytic = slot.grad[indices].astype(np.float64)
     reference = max(float(np.linalg.norm(analytic)), ctx.floor_rms * math.sqrt(indices.size))
     rms = reference / math.sqrt(max(1, indices.size))
-    step = choose_step(slot, 1, ctx.epsilon, ev.precision, abs(ctx.j0), rms, threshold)
+    step = choose_step(slot, 1, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), rms, threshold)
     kinks = 0
     with Workspace(ctx.params, [slot]) as ws:
         plus, minus = _sweep(ctx, ws, slot, indices, step)
@@ -196,7 +196,7 @@ def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
     """Probe one tensor along random directions, two at a time, until the verdict is clear."""
     threshold, reference = ctx.thresholds[slot.name], ctx.references[slot.name]
     ev = ctx.ev
-    step = choose_step(slot, slot.size, ctx.epsilon, ev.precision, abs(ctx.j0), reference, threshold)
+    step = choose_step(slot, slot.size, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), reference, threshold)
     kept: List[Settled] = []
     measured = dropped = 0
     with Workspace(ctx.params, [slot]) as ws:
@@ -235,7 +235,7 @@ def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
     ``screen_weight_range`` of its own step); its own step when epsilon was given."""
     ev = ctx.ev
     own = {
-        s.name: choose_step(s, s.size, ctx.epsilon, ev.precision, abs(ctx.j0), ctx.references[s.name], ctx.thresholds[s.name])
+        s.name: choose_step(s, s.size, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), ctx.references[s.name], ctx.thresholds[s.name])
         for s in group
     }
     if ctx.epsilon is not None:
@@ -383,7 +383,7 @@ def _localise_wrong(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _O
     located: Dict[str, Located] = {}
     for s in wrong:
         threshold = ctx.thresholds[s.name]
-        step = choose_step(s, 1, ctx.epsilon, ctx.ev.precision, abs(ctx.j0), ctx.references[s.name], threshold)
+        step = choose_step(s, 1, ctx.epsilon, ctx.ev.precision, ctx.ev.roundoff(1.0, abs(ctx.j0)), ctx.references[s.name], threshold)
         p = outcomes[s.name].probes
         first = [Settled(a, n, g, g, 0.0, True) for a, n, g in zip(p.analytic.tolist(), p.numeric.tolist(), p.gap.tolist())]
         with Workspace(ctx.params, [s]) as ws:

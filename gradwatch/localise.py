@@ -36,9 +36,11 @@ class Located:
 
 def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: float, rng: np.random.Generator,
              careful: bool = False) -> Optional[float]:
-    """The size of the error carried by entries ``[lo, hi)``: the gap of one probe over them."""
+    """The size of the error carried by entries ``[lo, hi)``: the gap of one probe over them. The
+    direction moves the parameters by ``step`` in all (``step / √entries`` per entry): an error far
+    above the threshold shows at any step, and a small one crosses few kinks."""
     probe = Probe.of([(random_direction(slot, lo, hi, rng), 1.0)])
-    s = run(ws, probe, step, careful)
+    s = run(ws, probe, step / math.sqrt(hi - lo), careful)
     return None if s is None else s.gap
 
 
@@ -59,7 +61,8 @@ def _largest_entries(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, s
 
 def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Sequence[Settled], step: float,
              rng: np.random.Generator) -> Located:
-    """Bisect ``slot``'s entries to the one carrying its error, or find the error spread."""
+    """Bisect ``slot``'s entries to the one carrying its error, or find the error spread. ``step`` is a
+    coordinate's step: each range's direction moves the parameters by that much in all."""
     if slot.size == 1:
         s = first[0]
         return Located((0, s.analytic, s.numeric), False, True)

@@ -20,8 +20,12 @@ from .tolerances import TOLERANCES, precision_of
 
 Progress = Callable[[int, int], None]
 
-#: Direction entries are the odd integers -255 … 255 (uniform, never zero) times this, so that each
-#: entry has unit mean square: the projection of an error does not hinge on sign balance.
+#: Directions over up to this many entries are standard normal: the projection of any error on them
+#: is normal whatever its layout, with no atom at zero (a ±1 direction cancels a constant offset).
+GAUSSIAN_MAX_ENTRIES = 1 << 16
+#: Over more entries, a direction is one random byte per entry, the odd integers -255 … 255
+#: (uniform, never zero) times this, so that each entry has unit mean square: cheap to draw and to
+#: keep, and over so many entries its projections are normal to within a hair.
 DIRECTION_SCALE = 1.0 / math.sqrt(255 * 257 / 3)
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -43,6 +47,7 @@ class Evaluator:
         self.loss_dtype: Optional[np.dtype] = None
         self._f32 = True  # every value so far exactly representable in float32
         self._f16 = True
+        self._distinct: set = set()  # up to three distinct values: the representability test needs them
         self.base_losses: List[float] = []
         self.repeats = 0  # probes measured twice at the same step
 
@@ -57,6 +62,8 @@ class Evaluator:
         if self._f32 and math.isfinite(value):
             self._f32 = float(np.float32(value)) == value
             self._f16 = self._f16 and self._f32 and float(np.float16(value)) == value
+            if len(self._distinct) < 3:
+                self._distinct.add(value)
         if self.progress is not None:
             self.progress(self.count, max(self.planned, self.count))
         return value
@@ -66,15 +73,16 @@ class Evaluator:
         """The loss's relative precision: float64's, unless it comes back in (or rounded to) a narrower float."""
         if self.loss_dtype is not None:
             return precision_of(self.loss_dtype)
-        if self.count >= 3 and self._f16:
+        if len(self._distinct) >= 3 and self._f16:
             return precision_of(np.dtype(np.float16))
-        if self.count >= 3 and self._f32:
+        if len(self._distinct) >= 3 and self._f32:
             return precision_of(np.dtype(np.float32))
         return _EPS64
 
     def same_point(self, first: float, second: float, where: str) -> None:
         """Two losses at the same parameters: round-off-sized differences are noise, larger ones randomness."""
-        tol = TOLERANCES.randomness_rel * self.precision * max(abs(first), abs(second)) + TOLERANCES.randomness_abs
+        relative = max(TOLERANCES.randomness_rel * _EPS64, TOLERANCES.roundoff * self.precision)
+        tol = relative * max(abs(first), abs(second)) + TOLERANCES.randomness_abs
         difference = abs(first - second)
         if not difference <= tol:
             raise DropoutActiveError(
@@ -104,7 +112,8 @@ class Evaluator:
 
 @dataclass(frozen=True)
 class Direction:
-    """A direction over entries ``[lo, hi)`` of one tensor: random odd int8 codes, or a coordinate (``codes is None``)."""
+    """A direction over entries ``[lo, hi)`` of one tensor: standard normal entries (float64), random odd
+    int8 codes (large ranges), or a coordinate (``codes is None``)."""
 
     slot: Slot
     lo: int
@@ -120,6 +129,8 @@ class Direction:
         if self.codes is None:
             return np.ones(c1 - c0)
         v = self.codes[c0 - self.lo : c1 - self.lo].astype(np.float64)
+        if self.codes.dtype != np.int8:
+            return v
         v *= 2.0
         v += 1.0
         v *= DIRECTION_SCALE
@@ -135,8 +146,9 @@ class Direction:
 def random_direction(slot: Slot, lo: int, hi: int, rng: np.random.Generator) -> Direction:
     if hi - lo == 1:
         return Direction(slot, lo, hi)
-    codes = np.frombuffer(rng.bytes(hi - lo), dtype=np.int8)
-    return Direction(slot, lo, hi, codes)
+    if hi - lo <= GAUSSIAN_MAX_ENTRIES:
+        return Direction(slot, lo, hi, rng.standard_normal(hi - lo))
+    return Direction(slot, lo, hi, np.frombuffer(rng.bytes(hi - lo), dtype=np.int8))
 
 
 def coordinate(slot: Slot, index: int) -> Direction:
@@ -200,7 +212,7 @@ def measure(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional
 # The step
 
 
-def choose_step(slot: Slot, entries: int, epsilon: Optional[float], precision: float, loss_size: float,
+def choose_step(slot: Slot, entries: int, epsilon: Optional[float], precision: float, loss_noise: float,
                 reference: float, threshold: float) -> float:
     """The per-entry step of a probe over ``entries`` entries of ``slot``: the one place a step is chosen.
 
@@ -208,13 +220,14 @@ def choose_step(slot: Slot, entries: int, epsilon: Optional[float], precision: f
     entries, as every direction probe is). Otherwise: ∛(loss precision) × max(1, RMS of the tensor),
     which balances truncation (∝ step²) against round-off (∝ 1/step), divided by entries^¼ so that
     a wide direction moves fewer units across a kink; grown (at most ``max_step_growth``×) when the
-    loss's round-off would otherwise swamp a threshold-sized gap of a gradient of size ``reference``.
+    loss's noise (``loss_noise``: round-off and jitter of one difference of losses) would otherwise
+    swamp a threshold-sized gap of a gradient of size ``reference``.
     """
     shrink = float(entries) ** -0.25
     if epsilon is not None:
         return float(epsilon * shrink)
     step: float = float(np.cbrt(precision)) * slot.scale * shrink
-    if reference > 0 and loss_size > 0:
-        needed: float = TOLERANCES.resolution * TOLERANCES.roundoff * precision * loss_size / (threshold * reference)
+    if reference > 0 and loss_noise > 0:
+        needed: float = TOLERANCES.resolution * loss_noise / (threshold * reference)
         step = float(min(max(step, needed), step * TOLERANCES.max_step_growth))
     return step

@@ -24,7 +24,7 @@ class Tolerances:
     #: Bound on the round-off of one loss difference, in units of (loss precision × |loss|).
     roundoff: float = 4.0
     #: Two losses at the same point differ by randomness when they differ by more than
-    #: ``randomness_rel × precision × |loss| + randomness_abs``.
+    #: ``max(randomness_rel × float64's epsilon, roundoff × the loss's precision) × |loss| + randomness_abs``.
     randomness_rel: float = 1e3
     randomness_abs: float = 1e-13
     #: The chance, per tensor and check, that a direction check calls right an error exactly at the

@@ -433,3 +433,220 @@ def test_bad_step_or_threshold_is_named(name):
     m, grads = small()
     with pytest.raises(ValueError, match=name):
         check_gradients(m.loss, m.params, grads, **{name: -1.0})
+
+
+# ------------------------------------------------------------------ sound verdicts (issue 8)
+
+
+def tanh_regression(dtype, seed, lambd=0.1):
+    """A small tanh regression with L2 (81 parameters: ``auto`` runs the coordinate loop)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, 16)).astype(dtype)
+    y = rng.standard_normal((1, 16)).astype(dtype)
+    params = {"W1": (rng.standard_normal((12, 4)) * 0.5).astype(dtype), "b1": np.zeros((12, 1), dtype),
+              "W2": (rng.standard_normal((1, 12)) * 0.5).astype(dtype), "b2": np.zeros((1, 1), dtype)}
+
+    def loss(q):
+        a = np.tanh(q["W1"] @ x + q["b1"])
+        out = q["W2"] @ a + q["b2"]
+        return float(np.mean((out - y) ** 2) / 2 + lambd / 2 * (np.sum(q["W1"] ** 2) + np.sum(q["W2"] ** 2)))
+
+    def backward(q, forget_l2=False):
+        a = np.tanh(q["W1"] @ x + q["b1"])
+        d = (q["W2"] @ a + q["b2"] - y) / x.shape[1]
+        da = q["W2"].T @ d * (1 - a**2)
+        grads = {"dW1": da @ x.T + lambd * q["W1"], "db1": da.sum(1, keepdims=True),
+                 "dW2": d @ a.T + (0 if forget_l2 else lambd * q["W2"]), "db2": d.sum(1, keepdims=True)}
+        return {k: v.astype(dtype) for k, v in grads.items()}
+
+    return loss, params, backward
+
+
+@pytest.mark.parametrize("sample", ["auto", "all"])
+@pytest.mark.parametrize("seed", range(10))
+def test_float32_coordinates_catch_a_forgotten_l2_term(sample, seed):
+    loss, params, backward = tanh_regression(np.float32, seed)
+    result = check_gradients(loss, params, backward(params, forget_l2=True), sample=sample, seed=seed)
+    assert result.failed == ("W2",), str(result)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_float32_coordinates_pass_the_correct_twin(seed):
+    loss, params, backward = tanh_regression(np.float32, seed)
+    assert check_gradients(loss, params, backward(params), seed=seed).passed
+
+
+def test_a_huge_loss_offset_makes_a_doubled_gradient_inconclusive_not_right():
+    loss, params, backward = tanh_regression(np.float64, 0)
+    doubled = {k: 2 * v for k, v in backward(params).items()}
+    result = check_gradients(lambda q: 1e12 + loss(q), params, doubled, seed=0)
+    assert not result.passed and not any(pc.verdict == "right" for pc in result.per_param.values())
+    assert "constant part" in str(result)
+
+
+def test_without_the_offset_the_doubled_gradient_is_wrong_and_the_right_one_right():
+    loss, params, backward = tanh_regression(np.float64, 0)
+    assert check_gradients(loss, params, {k: 2 * v for k, v in backward(params).items()}, seed=0).verdict == "failed"
+    assert check_gradients(loss, params, backward(params), seed=0).verdict == "passed"
+
+
+def test_a_step_so_small_that_round_off_swamps_it_is_inconclusive():
+    loss, params, backward = tanh_regression(np.float64, 0)
+    doubled = {k: 2 * v for k, v in backward(params).items()}
+    result = check_gradients(loss, params, doubled, epsilon=1e-15, seed=0)
+    assert result.verdict in ("inconclusive", "failed") and not result.passed
+    assert all(pc.verdict != "right" for pc in result.per_param.values())
+
+
+def test_a_loss_that_jumps_every_third_call_is_refused():
+    loss, params, backward = tanh_regression(np.float64, 0)
+    calls = []
+
+    def jumpy(q):
+        calls.append(1)
+        return loss(q) + (1e-2 if len(calls) % 3 == 0 else 0.0)
+
+    with pytest.raises(DropoutActiveError):
+        check_gradients(jumpy, params, {k: 2 * v for k, v in backward(params).items()}, seed=0)
+
+
+@pytest.mark.parametrize("layout", ["constant", "zero_sum", "swapped", "one_entry"])
+def test_no_error_layout_hides_in_a_small_bias(layout):
+    # a ±1 direction cancels a constant offset when its signs balance; normal directions do not
+    missed = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        params = {"W": rng.standard_normal((4, 30)), "b": rng.standard_normal((4, 1))}
+        x = rng.standard_normal((30, 8))
+        z = np.tanh(params["W"] @ x + params["b"])
+        gb = (1 - z**2).sum(1, keepdims=True)
+        error = {"constant": np.full((4, 1), 1e-3), "zero_sum": np.array([[1e-3], [-1e-3], [1e-3], [-1e-3]]),
+                 "swapped": gb[[1, 0, 2, 3]] - gb, "one_entry": np.array([[0], [1e-3], [0], [0]])}[layout]
+        grads = {"dW": (1 - z**2) @ x.T, "db": gb + error}
+        result = check_gradients(lambda q: float(np.sum(np.tanh(q["W"] @ x + q["b"]))), params, grads, seed=seed)
+        if result.failed != ("b",):
+            missed.append(seed)
+    assert missed == []
+
+
+def test_a_loss_returned_in_float32_is_not_called_wrong_and_says_return_float64():
+    loss, params, backward = tanh_regression(np.float64, 1)
+    result = check_gradients(lambda q: np.float32(loss(q)), params, backward(params), seed=0)
+    assert not result.failed
+    assert result.verdict == "passed" or "return the loss in float64" in str(result)
+
+
+def test_round_off_sized_jitter_is_not_randomness():
+    loss, params, backward = tanh_regression(np.float64, 2, lambd=0.0)
+    rng = np.random.default_rng(0)
+    scale = 1e-3 / loss(params)  # a loss of 1e-3 with 1e-15 of jitter
+    grads = {k: scale * v for k, v in backward(params).items()}
+    result = check_gradients(lambda q: scale * loss(q) + rng.uniform(-1e-15, 1e-15), params, grads, seed=0)
+    assert not result.failed
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_dropout_in_a_small_layer_is_refused_not_passed(seed):
+    rng = np.random.default_rng(seed)
+    dropout = np.random.default_rng(seed + 1000)
+    params = {"W1": rng.standard_normal((5, 3)), "W2": rng.standard_normal((1, 5))}
+    x = np.abs(rng.standard_normal((3, 1)))
+    params["W1"][0] = np.abs(params["W1"][0])  # one live unit at least: else dropout changes nothing
+    live = params["W1"] @ x > 0
+
+    def loss(q):
+        a = np.maximum(q["W1"] @ x, 0) * (dropout.random((5, 1)) < 0.9) / 0.9
+        return float(np.sum(q["W2"] @ a))
+
+    grads = {"dW2": np.maximum(params["W1"] @ x, 0).T, "dW1": (params["W2"].T * live) @ x.T}
+    with pytest.raises(DropoutActiveError):
+        check_gradients(loss, params, grads, seed=seed)
+
+
+def test_parameters_named_w_and_dw_are_each_checked_against_their_own_gradient():
+    params = {"W": np.ones((2, 2)), "dW": np.full((2, 2), 3.0)}
+    loss = lambda q: float(np.sum(q["W"] ** 2) + np.sum(q["dW"] ** 3))  # noqa: E731
+    grads = {"W": 2 * params["W"], "dW": 3 * params["dW"] ** 2}
+    assert check_gradients(loss, params, grads, seed=0).passed
+    grads["dW"] = grads["dW"] * 1.01
+    assert check_gradients(loss, params, grads, seed=0).failed == ("dW",)
+
+
+def test_tied_weights_are_refused_in_every_dtype():
+    for dtype in (np.float64, np.float32):
+        w = np.ones((2, 2), dtype)
+        with pytest.raises(GradWatchError, match="'enc' and 'dec'"):
+            check_gradients(lambda q: 0.0, {"enc": w, "dec": w}, {"denc": w, "ddec": w})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_many_float32_tensors_with_a_float32_loss_never_crash_and_keep_the_budget(seed):
+    rng = np.random.default_rng(seed)
+    params = {f"w{i}": rng.standard_normal(3).astype(np.float32) for i in range(20)}
+    grads = {f"dw{i}": (2 * v * (1.5 if i % 2 else 1.0)).astype(np.float32) for i, v in enumerate(params.values())}
+
+    def loss(q):
+        return np.float32(sum(np.sum(v.astype(np.float32) ** 2) for v in q.values()))
+
+    result = check_gradients(loss, params, grads, seed=seed)
+    assert result.loss_evaluations <= AUTO_BUDGET
+    assert set(result.failed) <= {f"w{i}" for i in range(1, 20, 2)}
+    assert not any(pc.verdict == "right" for name, pc in result.per_param.items() if name in result.failed)
+
+
+def test_two_threads_checking_the_same_arrays_neither_corrupt_them_nor_disagree():
+    import threading
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((30, 30))
+    before = w.tobytes()
+    grads = {"dW": np.cos(w)}
+    verdicts = []
+
+    def run():
+        verdicts.append(check_gradients(lambda q: float(np.sum(np.sin(q["W"]))), {"W": w}, grads,
+                                        sample="all", seed=0).verdict)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verdicts == ["passed"] * 3 and w.tobytes() == before
+
+
+def sin_loss(scales, offset):
+    def loss(q):
+        return offset + sum(float(np.sum(s * np.sin(q[k].astype(np.float64)))) for k, s in scales.items())
+    return loss
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    dtype=st.sampled_from([np.float64, np.float32]),
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=3),
+    layout=st.sampled_from(["entry", "constant", "zero_sum", "scale", "permutation"]),
+    excess=st.floats(1.5, 1e4),
+    offset=st.sampled_from([0.0, 10.0, 1e4]),
+    seed=st.integers(0, 10_000),
+)
+def test_property_a_planted_error_above_the_threshold_is_never_called_right(dtype, sizes, layout, excess, offset, seed):
+    rng = np.random.default_rng(seed)
+    params = {f"t{i}": rng.standard_normal(n).astype(dtype) for i, n in enumerate(sizes)}
+    scales = {k: rng.uniform(0.5, 2.0, v.size) for k, v in params.items()}
+    grads = {"d" + k: (scales[k] * np.cos(v.astype(np.float64))) for k, v in params.items()}
+    target = "t0"
+    g = grads["d" + target]
+    m = g.size
+    shape = {"entry": np.eye(m)[rng.integers(m)], "constant": np.ones(m),
+             "zero_sum": np.where(np.arange(m) % 2 == 0, 1.0, -1.0) if m > 1 else np.ones(1),
+             "scale": g, "permutation": (g[rng.permutation(m)] - g) if m > 1 else np.ones(1)}[layout]
+    if not np.any(shape):
+        shape = np.ones(m)
+    threshold = 1e-7 if dtype == np.float64 else 1e-4
+    # an error of relative size excess × threshold by formula (2): ‖e‖ / (‖g‖ + ‖g + e‖) ≈ ‖e‖ / 2‖g‖
+    e = shape / np.linalg.norm(shape) * excess * threshold * 2.2 * np.linalg.norm(g)
+    grads["d" + target] = g + e
+    grads = {k: v.astype(dtype) for k, v in grads.items()}
+    result = check_gradients(sin_loss(scales, offset), params, grads, seed=seed)
+    assert result.per_param[target].verdict != "right", str(result)
