@@ -3,7 +3,7 @@
 This is the only module that prints or exits. ``main(argv)`` returns the exit status::
 
     gradwatch report LOGDIR [--json]
-    gradwatch run --config FILE [--logdir DIR] [--junit FILE] -- COMMAND ...
+    gradwatch run --config FILE [--logdir DIR] [--junit FILE] [--grace SECONDS] -- COMMAND ...
 
 Every check logged is one row, whatever its step; a run fails when any of its checks failed.
 
@@ -328,14 +328,14 @@ class _Forwarder:
                     return self.process.wait()
 
 
-def _start(command: List[str], env: Dict[str, str], err: "_Output") -> Tuple[int, Optional[int]]:
+def _start(command: List[str], env: Dict[str, str], err: "_Output", grace: float) -> Tuple[int, Optional[int]]:
     """Run ``command`` in its own process group; its status and the signal ``run`` got, if any."""
     try:
         process = subprocess.Popen(command, env=env, start_new_session=True)
     except OSError as exc:
         err.say(f"{PROG} run: cannot start {command[0]!r}: {exc.strerror or exc}")
         return (127 if isinstance(exc, FileNotFoundError) else 126), None
-    with _Forwarder(process, GRACE_SECONDS) as forwarder:
+    with _Forwarder(process, grace) as forwarder:
         returncode = forwarder.wait()
     return returncode, forwarder.received
 
@@ -361,6 +361,9 @@ def _cmd_run(args: argparse.Namespace, command: List[str], out: "_Output", err: 
         err.say(f"{PROG} run: no command given; put it after --, e.g. "
                 f"{PROG} run --config configs/debug.yaml -- python train.py")
         return 2
+    if not (args.grace >= 0 and args.grace < float("inf")):
+        err.say(f"{PROG} run: --grace must be a number of seconds >= 0; got {args.grace!r}")
+        return 2
     if args.junit is not None and not args.junit.strip():
         err.say(f"{PROG} run: --junit needs a file name; got {args.junit!r}")
         return 2
@@ -382,7 +385,7 @@ def _cmd_run(args: argparse.Namespace, command: List[str], out: "_Output", err: 
     err.say(f"{PROG} run: $ {subprocess.list2cmdline(command)}")
     out.flush()
     start = time.monotonic()
-    returncode, signalled = _start(command, env, err)
+    returncode, signalled = _start(command, env, err, args.grace)
     seconds = time.monotonic() - start
     try:
         history = scan(logdir)
@@ -471,7 +474,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print JSON for machines")
     run = sub.add_parser(
         "run", help="run a training script with the checks switched on, then report",
-        usage=f"{PROG} run --config FILE [--logdir DIR] [--junit FILE] -- COMMAND ...",
+        usage=f"{PROG} run --config FILE [--logdir DIR] [--junit FILE] [--grace SECONDS] -- COMMAND ...",
         description="Runs COMMAND with GRADWATCH=1, GRADWATCH_CONFIG and GRADWATCH_LOGDIR set, so every "
                     "gradwatch.GradWatch it builds checks as the config says, then reports. SIGINT and SIGTERM are "
                     "passed on to COMMAND's process group (killed after a grace period); the report is still "
@@ -482,6 +485,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep the event files in a new subdirectory of DIR (default: the config's logdir; "
                           "without either, a temporary directory removed afterwards)")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report, one test case per check")
+    run.add_argument("--grace", metavar="SECONDS", type=float, default=GRACE_SECONDS,
+                     help="after passing on SIGINT/SIGTERM, wait this long before killing COMMAND's process group "
+                          f"(default {GRACE_SECONDS:g})")
     return parser
 
 
