@@ -486,3 +486,10 @@ def test_run_hints_at_the_interpreter_when_the_script_cannot_import_gradwatch(tm
     code = main(["run", "--config", str(config), "--logdir", str(tmp_path / "logs"), "--", str(fake_python), str(script)])
     assert code == 1
     assert "not the Python gradwatch is installed in" in capfd.readouterr().err
+
+
+def test_run_refuses_a_config_that_is_not_utf8_with_status_2(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("logdir: d\xe9bogage\n".encode("latin-1"))
+    assert main(["run", "--config", str(path), "--", sys.executable, TINY]) == 2
+    assert "latin1.yaml: not UTF-8 text" in capsys.readouterr().err
