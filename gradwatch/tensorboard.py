@@ -15,7 +15,8 @@ training step it happened, with these tags:
 ``gradcheck/difference/<name>``        scalar: relative difference of one tensor
 ``gradcheck/margin/<name>``            scalar: log10(difference / the tensor's threshold): right below
                                        0, wrong above (a non-finite difference is drawn as 1, the
-                                       largest formula (2) gives)
+                                       largest formula (2) gives; a right tensor whose gap noise
+                                       explained, at 0)
 ``gradcheck/passed/<name>``            scalar: 1.0 right, 0.0 wrong or inconclusive
 ``gradcheck/inconclusive/<name>``      scalar: 1.0 when the tensor's verdict is inconclusive
 ``gradcheck/max_abs_error/<name>``     scalar: largest |analytic - numeric| found in one tensor
@@ -304,11 +305,16 @@ def histogram_value(tag: str, data: np.ndarray, description: str = ""):
     )
 
 
-def margin(difference: float, threshold: float) -> float:
-    """log10(difference / threshold): below 0 right, above 0 wrong; a non-finite difference counts as 1."""
+def margin(difference: float, threshold: float, verdict: str = "") -> float:
+    """log10(difference / threshold): below 0 right, above 0 wrong; a non-finite difference counts as 1.
+
+    A tensor judged right although its difference reached the threshold (noise explained the gap:
+    the report says how) is drawn on the line, never on the wrong side of it.
+    """
     if not math.isfinite(difference):
         difference = 1.0
-    return math.log10(max(difference, MARGIN_FLOOR) / threshold)
+    value = math.log10(max(difference, MARGIN_FLOOR) / threshold)
+    return min(value, 0.0) if verdict == "right" else value
 
 
 def tensor_chart_title(name: str, threshold: float) -> str:
@@ -353,7 +359,7 @@ def from_markdown(text: str) -> str:
 
 def check_values(result: CheckResult, seconds: Optional[float] = None) -> List[Any]:
     """Every ``Summary.Value`` of one check."""
-    margins = {name: margin(pc.difference, pc.threshold) for name, pc in result.per_param.items()}
+    margins = {name: margin(pc.difference, pc.threshold, pc.verdict) for name, pc in result.per_param.items()}
     inconclusive = result.verdict == "inconclusive"
     values = [
         scalar_value(f"{PREFIX}/difference", result.difference,

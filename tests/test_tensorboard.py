@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -258,3 +259,9 @@ def test_an_inconclusive_check_is_flagged(tmp_path, results):
     assert [scalar(values[(s, "gradcheck/inconclusive")][0]) for s in (0, 1)] == [0.0, 1.0]
     assert scalar(values[(1, "gradcheck/inconclusive/b1")][0]) == 1.0
     assert scalar(values[(1, "gradcheck/inconclusive/W1")][0]) == 0.0
+
+
+def test_a_right_tensor_whose_gap_noise_explained_is_drawn_on_the_line_not_above_it():
+    assert margin(2.6e-4, 1e-7, "right") == 0.0
+    assert margin(2.6e-4, 1e-7, "wrong") == pytest.approx(math.log10(2600))
+    assert margin(1e-10, 1e-7, "right") == pytest.approx(-3.0)
