@@ -264,13 +264,13 @@ def write_junit(path: str, records: Sequence[CheckRecord], *, command: Sequence[
         ET.SubElement(case, "error", type="CommandFailed",
                       message=xml_safe(f"{' '.join(command)} exited with status {returncode}"))
         counts["errors"] += 1
-    for key, value in counts.items():
-        suite.set(key, str(value))
+    for key, count in counts.items():
+        suite.set(key, str(count))
     root = ET.Element("testsuites")
     root.append(suite)
-    for key, value in counts.items():
+    for key, count in counts.items():
         if key != "skipped":
-            root.set(key, str(value))
+            root.set(key, str(count))
     ET.indent(root)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -376,7 +376,7 @@ def _cmd_run(args: argparse.Namespace, command: List[str], out: "_Output", err: 
     base = args.logdir if args.logdir is not None else config.logdir
     temporary = base is None
     try:
-        logdir = tempfile.mkdtemp(prefix="gradwatch-run-") if temporary else _fresh_dir(os.path.abspath(base))
+        logdir = tempfile.mkdtemp(prefix="gradwatch-run-") if temporary else _fresh_dir(os.path.abspath(str(base)))
     except (OSError, GradWatchError) as exc:
         err.say(f"{PROG} run: cannot make a log directory under {base!r}: {exc}")
         return 2

@@ -126,13 +126,15 @@ class ProgressBar:
         """Finish the line (with the total time) if the bar was ever drawn. Never raises."""
         if not self.shown:
             return
-        self.shown = False
         try:
             self._draw(self.done, self.done, f"done in {_clock_text(self.clock() - self.start)}")
-            self.stream.write("\n")
-            self.stream.flush()
+            if self.stream is not None:
+                self.stream.write("\n")
+                self.stream.flush()
         except Exception:  # noqa: BLE001 - see _draw
             self.delay = float("inf")
+        finally:
+            self.shown = False
 
     def __enter__(self) -> "ProgressBar":
         return self
