@@ -428,7 +428,7 @@ def test_run_refuses_an_empty_junit_path_before_running_anything(tmp_path, confi
 
 
 def test_report_into_a_closed_pipe_is_quiet_and_keeps_its_status(tmp_path, results):
-    write_run(tmp_path, [(step, results[0]) for step in range(200)])
+    write_run(tmp_path, [(step, results[0]) for step in range(60)])
     process = subprocess.Popen([sys.executable, "-m", "gradwatch", "report", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.readline()
