@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
@@ -39,7 +40,8 @@ _OFF = frozenset({"0", "off", "false", "no"})
 
 
 class GradientCheckError(GradWatchError):
-    """A scheduled check found a wrong gradient and the watch was built with ``on_failure="raise"``.
+    """A scheduled check did not pass (a wrong gradient, a loss that is not finite, or an inconclusive
+    check) and the watch was built with ``on_failure="raise"``.
 
     ``.step`` is the training step and ``.result`` the :class:`~gradwatch.CheckResult`.
     """
@@ -255,13 +257,29 @@ class GradWatch:
         dropout_active: DropoutFlag = None,
     ) -> Optional[CheckResult]:
         """Check the gradients if a check is due at ``step``; otherwise return ``None`` at once."""
-        if self._init_pending or step in self._after or (self._every and not step % self._every):
-            return self._check(step, params, grads, loss_fn, dropout_active)
-        return None
+        try:
+            if not (self._init_pending or step in self._after or (self._every and not step % self._every)):
+                return None
+        except (OverflowError, TypeError):  # a NumPy step against a Python int beyond its range
+            if not self._due_exactly(step):
+                return None
+        return self._check(step, params, grads, loss_fn, dropout_active)
 
     def due(self, step: int) -> bool:
         """Whether ``on_step(step, ...)`` would run a check (to compute dropout-free grads only then)."""
-        return bool(self._init_pending or step in self._after or (self._every and not step % self._every))
+        try:
+            return bool(self._init_pending or step in self._after or (self._every and not step % self._every))
+        except (OverflowError, TypeError):
+            return self._due_exactly(step)
+
+    def _due_exactly(self, step: Any) -> bool:
+        """The schedule in Python integers, for steps whose own type cannot do the arithmetic."""
+        try:
+            key = operator.index(step)
+        except TypeError:
+            raise TypeError(f"step must be an integer (int or NumPy integer); got {step!r} "
+                            f"({type(step).__name__})") from None
+        return bool(self._init_pending or key in self._after or (self._every and not key % self._every))
 
     # ---------------------------------------------------------------------------------------
     # a due check
@@ -283,7 +301,8 @@ class GradWatch:
             return self._refuse(step, f"dropout is active (dropout_active is true). {DROPOUT_ADVICE}")
 
         seed = None if self.config.seed is None else _derived_seed(self.config.seed, step)
-        bar = ProgressBar(label=f"gradient check at step {step}") if wants_progress(self._progress, sys.stderr) else None
+        bar = self._bar(step)
+        started = time.monotonic()
         try:
             result = check_gradients(
                 fn, params, grads, sample=self.config.sample, epsilon=self.config.epsilon,
@@ -298,15 +317,26 @@ class GradWatch:
                 bar.close()
         if refused is not None:
             return self._refuse(step, refused)
+        seconds = time.monotonic() - started
 
+        # a failed, inconclusive or diverged (non-finite loss: every tensor wrong) check alike
         self.history.append((step, result))
-        self._log("log_check", step, result)
+        self._log("log_check", step, result, seconds=seconds)
         if not result.passed:
             if self.config.on_failure == "raise":
                 raise GradientCheckError(step, result)
             if self.config.on_failure == "warn":
                 _warn(f"gradient check at step {step}: {result}")
         return result
+
+    def _bar(self, step: Any) -> Optional[ProgressBar]:
+        """A progress bar for this check, or ``None``; never an exception (no stderr, a broken one)."""
+        try:
+            if wants_progress(self._progress, sys.stderr):
+                return ProgressBar(label=f"gradient check at step {step}")
+        except Exception:  # noqa: BLE001 - progress output must never stop training
+            pass
+        return None
 
     def _refuse(self, step: int, reason: str) -> None:
         refusal = Refusal(step, reason)
@@ -320,7 +350,7 @@ class GradWatch:
     # ---------------------------------------------------------------------------------------
     # logging: built at first use, never breaks training
 
-    def _log(self, method: str, step: int, payload: Any) -> None:
+    def _log(self, method: str, step: int, payload: Any, **extra: Any) -> None:
         logger = self._logger
         if logger is None:
             if self.config.logdir is None or self._logger_failed:
@@ -332,7 +362,7 @@ class GradWatch:
                 self._warn_log(f"cannot log gradient checks to {self.config.logdir!r}: {err}")
                 return
         try:
-            getattr(logger, method)(step, payload)
+            getattr(logger, method)(step, payload, **extra)
         except Exception as err:  # noqa: BLE001
             self._warn_log(f"logging the gradient check at step {step} failed: {err}")
 

@@ -3,14 +3,19 @@
 This is the only module that prints or exits. ``main(argv)`` returns the exit status::
 
     gradwatch report LOGDIR [--json]
-    gradwatch run --config FILE [--logdir DIR] [--junit FILE] -- COMMAND ...
+    gradwatch run --config FILE [--logdir DIR] [--junit FILE] [--grace SECONDS] -- COMMAND ...
 
-Exit status of ``report``: 0 when every run's latest check passed, 1 when one failed, 2 when a
-run's latest event is a refused check or no check was found (a failure outranks a refusal).
+Every check logged is one row, whatever its step; a run fails when any of its checks failed.
 
-Exit status of ``run``, first match wins: 1 when a check failed; 2 when a check was refused; the
-command's own status when it failed and no check explains it (a signal N gives 128 + N); 2 when no
-check ran; 0 when every check passed.
+Exit status of ``report``: 1 when a check failed; 2 when none failed but a check was refused or
+inconclusive, no check was found, or an event file is damaged (it is named); 0 when every check of
+every run passed.
+
+Exit status of ``run``, first match wins: 128 + N when ``gradwatch run`` itself got signal N (it is
+passed on to the command's process group, and the report is still written); 1 when a check failed;
+2 when a check was refused or inconclusive or an event file is damaged; the command's own status
+when it failed and no check explains it (a signal N gives 128 + N); 2 when no check ran; 0 when
+every check passed.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 from xml.etree import ElementTree as ET
 
 from . import __version__
 from .errors import GradWatchError
-from .history import CheckRecord, latest_by_run, read_history
+from .history import CheckRecord, Damage, History, latest_by_run, run_verdicts, scan
 
 PROG = "gradwatch"
 
@@ -46,16 +53,25 @@ def _first_line(text: str, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+_VERDICT_SHOWN = {"passed": "passed", "failed": "FAILED", "refused": "refused", "inconclusive": "INCONCLUSIVE"}
+
+
+def _detail(r: CheckRecord) -> str:
+    if r.kind == "refusal":
+        return _first_line(r.text)
+    parts = []
+    if r.failed:
+        parts.append(", ".join(r.failed))
+    if r.inconclusive:
+        parts.append("inconclusive: " + ", ".join(r.inconclusive))
+    return "; ".join(parts)
+
+
 def format_table(records: Sequence[CheckRecord]) -> str:
-    """One row per run and check step: difference, verdict, failing tensors (or why it was refused)."""
+    """One row per check: run, step, verdict, difference, failing tensors (or why it was refused)."""
     rows: List[Tuple[str, ...]] = [("run", "step", "verdict", "difference", "failing tensors / reason")]
     for r in records:
-        if r.kind == "refusal":
-            detail = _first_line(r.text)
-        else:
-            detail = ", ".join(r.failed)
-        verdict = {"passed": "passed", "failed": "FAILED", "refused": "refused"}[r.verdict]
-        rows.append((r.run, str(r.step), verdict, _fmt_difference(r.difference), detail))
+        rows.append((r.run, str(r.step), _VERDICT_SHOWN[r.verdict], _fmt_difference(r.difference), _detail(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for row in rows:
@@ -64,22 +80,31 @@ def format_table(records: Sequence[CheckRecord]) -> str:
     return "\n".join(lines)
 
 
-def report_status(records: Sequence[CheckRecord]) -> Tuple[int, List[str]]:
-    """The exit status of ``report`` and one line per run saying what its latest event was."""
-    latest = latest_by_run(list(records))
-    if not latest:
-        return 2, ["no gradient check found"]
-    lines = []
-    for run in sorted(latest):
-        r = latest[run]
-        if r.kind == "refusal":
-            lines.append(f"{run}: latest event (step {r.step}) is a REFUSED check: {_first_line(r.text)}")
-        elif r.passed:
-            lines.append(f"{run}: latest check (step {r.step}) passed")
-        else:
-            lines.append(f"{run}: latest check (step {r.step}) FAILED: {', '.join(r.failed) or 'see the report'}")
-    verdicts = {r.verdict for r in latest.values()}
-    status = 1 if "failed" in verdicts else 2 if "refused" in verdicts else 0
+def _steps(records: Sequence[CheckRecord], verdict: str) -> str:
+    steps = [str(r.step) for r in records if r.verdict == verdict]
+    shown = ", ".join(steps[:10]) + (f" and {len(steps) - 10} more" if len(steps) > 10 else "")
+    return f"{len(steps)} {verdict} (step{'s' if len(steps) != 1 else ''} {shown})"
+
+
+def report_status(records: Sequence[CheckRecord], damaged: Sequence[Damage] = ()) -> Tuple[int, List[str]]:
+    """The exit status of ``report`` and one line per run (and per damaged file) saying why.
+
+    A run fails when any of its checks failed; 1 then, else 2 for a refusal, an inconclusive check,
+    a damaged event file or no check at all, else 0.
+    """
+    lines = [f"DAMAGED: {damage}" for damage in damaged]
+    verdicts = run_verdicts(list(records))
+    if not verdicts:
+        return 2, lines + ["no gradient check found"]
+    for run in sorted(verdicts):
+        mine = [r for r in records if r.run == run]
+        if verdicts[run] == "passed":
+            lines.append(f"{run}: passed: all {len(mine)} check{'s' if len(mine) != 1 else ''} right")
+            continue
+        counts = [_steps(mine, v) for v in ("failed", "inconclusive", "refused") if any(r.verdict == v for r in mine)]
+        lines.append(f"{run}: {verdicts[run].upper()}: {len(mine)} checks, " + "; ".join(counts))
+    found = set(verdicts.values())
+    status = 1 if "failed" in found else 2 if (found - {"passed"}) or damaged else 0
     return status, lines
 
 
@@ -87,30 +112,36 @@ def report_status(records: Sequence[CheckRecord]) -> Tuple[int, List[str]]:
 # report
 
 
-def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _cmd_report(args: argparse.Namespace, out: "_Output", err: "_Output") -> int:
     try:
-        records = read_history(args.logdir)
+        history = scan(args.logdir)
     except GradWatchError as exc:
-        print(f"{PROG} report: {exc}", file=err)
+        err.say(f"{PROG} report: {exc}")
         return 2
-    status, lines = report_status(records)
+    records = history.records
+    status, lines = report_status(records, history.damaged)
+    for damage in history.damaged:
+        err.say(f"{PROG} report: warning: {damage}")
     if args.json:
         latest = latest_by_run(records)
+        verdicts = run_verdicts(records)
         payload = {
             "logdir": os.path.abspath(args.logdir),
             "exit_status": status,
-            "runs": {run: {"latest_step": r.step, "verdict": r.verdict} for run, r in sorted(latest.items())},
+            "runs": {run: {"latest_step": r.step, "verdict": verdicts[run],
+                           "checks": sum(1 for c in records if c.run == run)} for run, r in sorted(latest.items())},
+            "damaged": [{"path": d.path, "offset": d.offset, "reason": d.reason} for d in history.damaged],
             "checks": [r.to_dict() for r in records],
         }
-        print(json.dumps(payload, indent=2, allow_nan=False), file=out)
+        out.say(json.dumps(payload, indent=2, allow_nan=False))
         return status
     if records:
-        print(format_table(records), file=out)
-        print(file=out)
+        out.say(format_table(records))
+        out.say()
     else:
-        print(f"no gradient check found under {args.logdir}", file=out)
-    for line in lines if records else []:
-        print(line, file=out)
+        out.say(f"no gradient check found under {args.logdir}")
+    for line in lines:
+        out.say(line)
     return status
 
 
@@ -132,16 +163,27 @@ def _fresh_dir(base: str) -> str:
     raise GradWatchError(f"cannot make a fresh run directory under {base!r}")
 
 
-def run_status(records: Sequence[CheckRecord], returncode: int) -> Tuple[int, str]:
+def run_status(records: Sequence[CheckRecord], returncode: int, damaged: Sequence[Damage] = (),
+               signalled: Optional[int] = None) -> Tuple[int, str]:
     """The exit status of ``run`` and the sentence that explains it."""
-    failed = [r for r in records if r.kind == "check" and not r.passed]
-    refused = [r for r in records if r.kind == "refusal"]
     checks = [r for r in records if r.kind == "check"]
+    failed = [r for r in checks if r.verdict == "failed"]
+    unsure = [r for r in checks if r.verdict == "inconclusive"]
+    refused = [r for r in records if r.kind == "refusal"]
+    if signalled is not None:
+        return 128 + signalled, (f"INTERRUPTED by signal {signalled} (passed on to the command), after "
+                                 f"{len(checks)} check{'s' if len(checks) != 1 else ''}, {len(failed)} failed")
     if failed:
         first = failed[0]
-        return 1, f"FAILED: the check at step {first.step} found wrong gradients ({', '.join(first.failed)})"
+        more = f"; {len(failed)} of {len(checks)} checks failed" if len(failed) > 1 else ""
+        return 1, f"FAILED: the check at step {first.step} found wrong gradients ({', '.join(first.failed)}){more}"
     if refused:
         return 2, f"REFUSED: the check at step {refused[0].step} was refused: {_first_line(refused[0].text)}"
+    if unsure:
+        return 2, (f"INCONCLUSIVE: the check at step {unsure[0].step} could not settle "
+                   f"{', '.join(unsure[0].inconclusive) or 'every tensor'}; see its report")
+    if damaged:
+        return 2, f"DAMAGED: {damaged[0]}"
     if returncode != 0:
         status = 128 - returncode if returncode < 0 else returncode
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
@@ -151,114 +193,266 @@ def run_status(records: Sequence[CheckRecord], returncode: int) -> Tuple[int, st
     return 0, f"passed: all {len(checks)} check{'s' if len(checks) != 1 else ''} right"
 
 
+#: Characters XML 1.0 cannot hold (a tensor name or a report may carry them): written as \xNN.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML 1.0 cannot hold replaced by its ``\\xNN`` escape."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+
+
+def _case_name(r: CheckRecord, seen: Dict[Tuple[str, int], int]) -> str:
+    key = (r.run, r.step)
+    seen[key] = seen.get(key, 0) + 1
+    name = f"gradient check at step {r.step}"
+    return name if seen[key] == 1 else f"{name} (#{seen[key]} at this step)"
+
+
+def _junit_case(suite: ET.Element, r: CheckRecord, name: str, counts: Dict[str, int]) -> None:
+    case = ET.SubElement(suite, "testcase", classname=xml_safe("gradwatch" if r.run == "." else f"gradwatch.{r.run}"),
+                         name=name, time="0" if r.seconds is None else f"{r.seconds:.3f}")
+    counts["tests"] += 1
+    text = xml_safe(r.text)
+    if r.verdict == "refused":
+        node = ET.SubElement(case, "error", type="DropoutActiveError", message=xml_safe(_first_line(r.text, 300)))
+        counts["errors"] += 1
+    elif r.verdict == "failed":
+        node = ET.SubElement(case, "failure", type="GradientCheckFailed", message=xml_safe(
+            f"wrong gradients: {', '.join(r.failed)} (difference {_fmt_difference(r.difference)})"))
+        counts["failures"] += 1
+    elif r.verdict == "inconclusive":
+        node = ET.SubElement(case, "error", type="GradientCheckInconclusive", message=xml_safe(
+            f"inconclusive: {', '.join(r.inconclusive)} (difference {_fmt_difference(r.difference)})"))
+        counts["errors"] += 1
+    else:
+        node = ET.SubElement(case, "system-out")
+    node.text = text
+
+
 def write_junit(path: str, records: Sequence[CheckRecord], *, command: Sequence[str], returncode: int,
-                config: str, logdir: str, seconds: float) -> None:
-    """A JUnit XML file: one test case per check (failures as <failure>, refusals as <error>)."""
+                config: str, logdir: str, seconds: float, damaged: Sequence[Damage] = (),
+                signalled: Optional[int] = None) -> None:
+    """A JUnit XML file: one test case per check (failures as <failure>; refused and inconclusive
+    checks, damaged event files and a failed command as <error>), each with the check's duration."""
     suite = ET.Element("testsuite", name="gradwatch", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
                        time=f"{seconds:.3f}")
     props = ET.SubElement(suite, "properties")
     for name, value in (("command", " ".join(command)), ("config", config), ("logdir", logdir)):
-        ET.SubElement(props, "property", name=name, value=value)
+        ET.SubElement(props, "property", name=name, value=xml_safe(value))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    seen: Dict[Tuple[str, int], int] = {}
     for r in records:
-        case = ET.SubElement(suite, "testcase", classname="gradwatch" if r.run == "." else f"gradwatch.{r.run}",
-                             name=f"gradient check at step {r.step}", time="0")
+        _junit_case(suite, r, xml_safe(_case_name(r, seen)), counts)
+    for damage in damaged:
+        case = ET.SubElement(suite, "testcase", classname="gradwatch", name=xml_safe(f"event file {damage.path}"), time="0")
+        ET.SubElement(case, "error", type="DamagedEventFile", message=xml_safe(str(damage)))
         counts["tests"] += 1
-        if r.kind == "refusal":
-            node = ET.SubElement(case, "error", type="DropoutActiveError", message=_first_line(r.text, 300))
-            node.text = r.text
-            counts["errors"] += 1
-        elif not r.passed:
-            node = ET.SubElement(case, "failure", type="GradientCheckFailed",
-                                 message=f"wrong gradients: {', '.join(r.failed)} (difference {_fmt_difference(r.difference)})")
-            node.text = r.text
-            counts["failures"] += 1
-        else:
-            ET.SubElement(case, "system-out").text = r.text
-    if not any(r.kind == "check" for r in records) and not any(r.kind == "refusal" for r in records):
+        counts["errors"] += 1
+    if not records:
         case = ET.SubElement(suite, "testcase", classname="gradwatch", name="gradient checks", time="0")
         ET.SubElement(case, "error", type="NoCheck", message="no gradient check ran")
         counts["tests"] += 1
         counts["errors"] += 1
     case = ET.SubElement(suite, "testcase", classname="gradwatch", name="command", time=f"{seconds:.3f}")
     counts["tests"] += 1
-    if returncode != 0:
-        ET.SubElement(case, "error", type="CommandFailed", message=f"{' '.join(command)} exited with status {returncode}")
+    if signalled is not None:
+        ET.SubElement(case, "error", type="Interrupted", message=xml_safe(
+            f"gradwatch run got signal {signalled} and passed it on; {' '.join(command)} ended with status {returncode}"))
         counts["errors"] += 1
-    for key, value in counts.items():
-        suite.set(key, str(value))
+    elif returncode != 0:
+        ET.SubElement(case, "error", type="CommandFailed",
+                      message=xml_safe(f"{' '.join(command)} exited with status {returncode}"))
+        counts["errors"] += 1
+    for key, count in counts.items():
+        suite.set(key, str(count))
     root = ET.Element("testsuites")
     root.append(suite)
-    for key, value in counts.items():
+    for key, count in counts.items():
         if key != "skipped":
-            root.set(key, str(value))
+            root.set(key, str(count))
     ET.indent(root)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _cmd_run(args: argparse.Namespace, command: List[str], out: TextIO, err: TextIO) -> int:
+#: Signals ``run`` passes on to the command's process group.
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+#: Seconds the command gets to finish after a forwarded signal before its process group is killed.
+GRACE_SECONDS = 10.0
+
+
+class _Forwarder:
+    """Passes SIGINT and SIGTERM on to a process group, then kills it when it outstays the grace period."""
+
+    def __init__(self, process: "subprocess.Popen[bytes]", grace: float) -> None:
+        self.process = process
+        self.grace = grace
+        self.received: Optional[int] = None
+        self.deadline: Optional[float] = None
+        self.previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_Forwarder":
+        try:
+            for signum in FORWARDED:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: no handlers, the command is on its own
+            self.__exit__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            self.deadline = time.monotonic() + self.grace
+        self._signal_group(signum)
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except OSError:  # the group is gone already
+            pass
+
+    def wait(self) -> int:
+        while True:
+            try:
+                return self.process.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    self._signal_group(signal.SIGKILL)
+                    return self.process.wait()
+
+
+def _start(command: List[str], env: Dict[str, str], err: "_Output", grace: float) -> Tuple[int, Optional[int]]:
+    """Run ``command`` in its own process group; its status and the signal ``run`` got, if any."""
+    try:
+        process = subprocess.Popen(command, env=env, start_new_session=True)
+    except OSError as exc:
+        err.say(f"{PROG} run: cannot start {command[0]!r}: {exc.strerror or exc}")
+        return (127 if isinstance(exc, FileNotFoundError) else 126), None
+    with _Forwarder(process, grace) as forwarder:
+        returncode = forwarder.wait()
+    return returncode, forwarder.received
+
+
+def _interpreter_hint(command: Sequence[str]) -> Optional[str]:
+    """When COMMAND runs a Python other than gradwatch's own, say so (it may lack gradwatch)."""
+    if not re.fullmatch(r"python[0-9.]*", os.path.basename(command[0])):
+        return None
+    found = shutil.which(command[0])
+    ours = os.path.realpath(sys.executable)
+    if found is not None and os.path.realpath(found) == ours and os.path.dirname(os.path.abspath(found)) == os.path.dirname(sys.executable):
+        return None
+    return (f"hint: {command[0]!r} is {found or 'not found'}, not the Python gradwatch is installed in "
+            f"({sys.executable}); if the script could not import gradwatch, run it with that one, "
+            "or activate its virtual environment first")
+
+
+def _cmd_run(args: argparse.Namespace, command: List[str], out: "_Output", err: "_Output") -> int:
     from .config import load_config  # only `run` needs it
     from .errors import ConfigError
 
     if not command:
-        print(f"{PROG} run: no command given; put it after --, e.g. "
-              f"{PROG} run --config configs/debug.yaml -- python train.py", file=err)
+        err.say(f"{PROG} run: no command given; put it after --, e.g. "
+                f"{PROG} run --config configs/debug.yaml -- python train.py")
+        return 2
+    if not (args.grace >= 0 and args.grace < float("inf")):
+        err.say(f"{PROG} run: --grace must be a number of seconds >= 0; got {args.grace!r}")
+        return 2
+    if args.junit is not None and not args.junit.strip():
+        err.say(f"{PROG} run: --junit needs a file name; got {args.junit!r}")
         return 2
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"{PROG} run: {exc}", file=err)
+        err.say(f"{PROG} run: {exc}")
         return 2
     config_path = os.path.abspath(args.config)
     base = args.logdir if args.logdir is not None else config.logdir
     temporary = base is None
     try:
-        logdir = tempfile.mkdtemp(prefix="gradwatch-run-") if temporary else _fresh_dir(os.path.abspath(base))
+        logdir = tempfile.mkdtemp(prefix="gradwatch-run-") if temporary else _fresh_dir(os.path.abspath(str(base)))
     except (OSError, GradWatchError) as exc:
-        print(f"{PROG} run: cannot make a log directory under {base!r}: {exc}", file=err)
+        err.say(f"{PROG} run: cannot make a log directory under {base!r}: {exc}")
         return 2
     env = dict(os.environ, GRADWATCH="1", GRADWATCH_CONFIG=config_path, GRADWATCH_LOGDIR=logdir)
-    print(f"{PROG} run: checks on (config {config_path}), logging to {logdir}", file=err)
-    print(f"{PROG} run: $ {subprocess.list2cmdline(command)}", file=err)
+    err.say(f"{PROG} run: checks on (config {config_path}), logging to {logdir}")
+    err.say(f"{PROG} run: $ {subprocess.list2cmdline(command)}")
     out.flush()
-    err.flush()
     start = time.monotonic()
-    try:
-        process = subprocess.Popen(command, env=env)
-    except OSError as exc:
-        print(f"{PROG} run: cannot start {command[0]!r}: {exc.strerror or exc}", file=err)
-        returncode = 127 if isinstance(exc, FileNotFoundError) else 126
-    else:
-        try:
-            returncode = process.wait()
-        except KeyboardInterrupt:
-            # the command got the same Ctrl-C: let it finish, then report what it logged
-            returncode = process.wait()
+    returncode, signalled = _start(command, env, err, args.grace)
     seconds = time.monotonic() - start
     try:
-        records = read_history(logdir)
+        history = scan(logdir)
     except GradWatchError as exc:
-        print(f"{PROG} run: {exc}", file=err)
-        records = []
-    status, sentence = run_status(records, returncode)
-    print(file=out)
+        err.say(f"{PROG} run: {exc}")
+        history = History([], [])
+    for damage in history.damaged:
+        err.say(f"{PROG} run: warning: {damage}")
+    records = history.records
+    status, sentence = run_status(records, returncode, history.damaged, signalled)
+    out.say()
     if records:
-        print(format_table(records), file=out)
-    print(f"{PROG} run: {sentence}", file=out)
-    if args.junit:
+        out.say(format_table(records))
+    out.say(f"{PROG} run: {sentence}")
+    hint = _interpreter_hint(command) if not records and returncode != 0 else None
+    if hint:
+        err.say(f"{PROG} run: {hint}")
+    if args.junit is not None:
         try:
             write_junit(args.junit, records, command=command, returncode=returncode, config=config_path,
-                        logdir=logdir, seconds=seconds)
+                        logdir=logdir, seconds=seconds, damaged=history.damaged, signalled=signalled)
         except OSError as exc:
-            print(f"{PROG} run: cannot write the JUnit report {args.junit!r}: {exc.strerror or exc}", file=err)
+            err.say(f"{PROG} run: cannot write the JUnit report {args.junit!r}: {exc.strerror or exc}")
             status = status or 2
     if temporary:
         shutil.rmtree(logdir, ignore_errors=True)
     else:
-        print(f"{PROG} run: event files in {logdir} (tensorboard --logdir {logdir})", file=out)
+        out.say(f"{PROG} run: event files in {logdir} (tensorboard --logdir {logdir})")
     return status
+
+
+class _Output:
+    """A stream the command prints to; once the reader has gone (``| head``), it goes quiet."""
+
+    def __init__(self, stream: Optional[TextIO]) -> None:
+        self.stream = stream
+        self.broken = stream is None
+
+    def say(self, text: str = "") -> None:
+        if self.broken or self.stream is None:
+            return
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._go_quiet()
+
+    def flush(self) -> None:
+        if not self.broken and self.stream is not None:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._go_quiet()
+
+    def _go_quiet(self) -> None:
+        """Stop writing, and point the stream's descriptor at /dev/null so the exit flush is silent too."""
+        self.broken = True
+        try:
+            fd = self.stream.fileno() if self.stream is not None else -1
+        except (AttributeError, ValueError, OSError):
+            return
+        if fd >= 0:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,22 +467,27 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
     report = sub.add_parser(
         "report", help="the grad-check history logged under LOGDIR",
-        description="One row per run and check step, read from the event files under LOGDIR. Exit status: "
-                    "0 every run's latest check passed, 1 one failed, 2 a latest event is a refusal or no check found.")
+        description="One row per check, read from the event files under LOGDIR; a run fails when any of its "
+                    "checks failed. Exit status: 0 every check passed, 1 a check failed, 2 none failed but a check "
+                    "was refused or inconclusive, no check was found, or an event file is damaged.")
     report.add_argument("logdir", metavar="LOGDIR")
     report.add_argument("--json", action="store_true", help="print JSON for machines")
     run = sub.add_parser(
         "run", help="run a training script with the checks switched on, then report",
-        usage=f"{PROG} run --config FILE [--logdir DIR] [--junit FILE] -- COMMAND ...",
+        usage=f"{PROG} run --config FILE [--logdir DIR] [--junit FILE] [--grace SECONDS] -- COMMAND ...",
         description="Runs COMMAND with GRADWATCH=1, GRADWATCH_CONFIG and GRADWATCH_LOGDIR set, so every "
-                    "gradwatch.GradWatch it builds checks as the config says, then reports. Exit status: 1 a check "
-                    "failed, 2 a check was refused, COMMAND's own status if it failed otherwise, 2 no check ran, "
-                    "0 every check passed.")
+                    "gradwatch.GradWatch it builds checks as the config says, then reports. SIGINT and SIGTERM are "
+                    "passed on to COMMAND's process group (killed after a grace period); the report is still "
+                    "written. Exit status: 128+N after signal N, 1 a check failed, 2 a check was refused or "
+                    "inconclusive, COMMAND's own status if it failed otherwise, 2 no check ran, 0 every check passed.")
     run.add_argument("--config", required=True, metavar="FILE", help="YAML config applied to every GradWatch")
     run.add_argument("--logdir", metavar="DIR",
                      help="keep the event files in a new subdirectory of DIR (default: the config's logdir; "
                           "without either, a temporary directory removed afterwards)")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report, one test case per check")
+    run.add_argument("--grace", metavar="SECONDS", type=float, default=GRACE_SECONDS,
+                     help="after passing on SIGINT/SIGTERM, wait this long before killing COMMAND's process group "
+                          f"(default {GRACE_SECONDS:g})")
     return parser
 
 
@@ -304,9 +503,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
         return exc.code if isinstance(exc.code, int) else 2
+    out, err = _Output(sys.stdout), _Output(sys.stderr)
     if args.command == "report":
-        return _cmd_report(args, sys.stdout, sys.stderr)
-    return _cmd_run(args, command, sys.stdout, sys.stderr)
+        return _cmd_report(args, out, err)
+    return _cmd_run(args, command, out, err)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import reprlib
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -28,9 +29,19 @@ ON_DROPOUT = ("raise", "skip")
 ON_FAILURE = ("warn", "raise", "ignore")
 
 
+#: The largest config file read, in bytes (a config is a handful of lines).
+MAX_CONFIG_BYTES = 1 << 20
+#: The most YAML nodes a config may hold once its aliases are expanded.
+MAX_CONFIG_NODES = 10_000
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 6, 6, 6
+_SHORT.maxset, _SHORT.maxfrozenset, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 6, 6, 60, 60, 40
+
+
 def _got(value: Any) -> str:
-    """How a received value is shown in an error: its repr, and its type when that helps."""
-    shown = repr(value)
+    """How a received value is shown in an error: a cut repr (never built whole), and its type."""
+    shown = _SHORT.repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     if isinstance(value, (bool, int, float, type(None))) and not isinstance(value, np.generic):
@@ -245,26 +256,103 @@ def validate_options(options: Mapping[Any, Any], *, source: str = "config") -> D
     return out
 
 
-def read_config_file(path: PathLike) -> Dict[str, Any]:
-    """The keys a YAML config file sets, validated (only those keys: the rest stay unset).
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
 
-    A missing or unreadable file, invalid YAML, a top level that is not a mapping, an unknown key,
-    a wrong type or a bad value raise :class:`ConfigError` naming the file.
-    """
-    import yaml  # only when a file is read
 
-    name = os.fspath(path)
+class _TooBig(Exception):
+    pass
+
+
+def _loader(text: str) -> Any:
+    """A ``yaml.SafeLoader`` that refuses duplicate keys and configs whose aliases expand too far."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=False)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+        def get_single_node(self) -> Any:
+            node = super().get_single_node()
+            if node is not None:
+                _count_nodes(node, {})
+            return node
+
+    return Loader(text)
+
+
+def _count_nodes(node: Any, sizes: Dict[int, int]) -> int:
+    """Nodes under ``node`` with every alias expanded; raises _TooBig past MAX_CONFIG_NODES (shared
+    nodes are counted once per use but walked once, so a billion laughs costs microseconds)."""
+    known = sizes.get(id(node))
+    if known is None:
+        children: List[Any] = []
+        if isinstance(node.value, list):
+            for item in node.value:
+                children.extend(item if isinstance(item, tuple) else (item,))
+        sizes[id(node)] = -1  # a node that holds itself: counted as one
+        known = 1 + sum(max(_count_nodes(child, sizes), 1) for child in children)
+        if known > MAX_CONFIG_NODES:
+            raise _TooBig()
+        sizes[id(node)] = known
+    return known
+
+
+def _read_text(name: str) -> str:
     try:
-        with open(name, "r", encoding="utf-8") as handle:
-            text = handle.read()
+        with open(name, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {name}") from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {name}: {err.strerror or err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: a config file is at most {MAX_CONFIG_BYTES} bytes; this one is larger")
     try:
-        data = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{name}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save the config as UTF-8"
+        ) from None
+
+
+def read_config_file(path: PathLike) -> Dict[str, Any]:
+    """The keys a YAML config file sets, validated (only those keys: the rest stay unset).
+
+    A missing, unreadable, oversized or non-UTF-8 file, invalid YAML, a duplicate key, aliases that
+    expand past :data:`MAX_CONFIG_NODES` nodes, a top level that is not a mapping, an unknown key, a
+    wrong type or a bad value raise :class:`ConfigError` naming the file.
+    """
+    import yaml  # only when a file is read
+
+    name = os.fspath(path)
+    text = _read_text(name)
+    loader = _loader(text)
+    try:
+        data = loader.get_single_data()
+    except _DuplicateKey as dup:
+        raise ConfigError(f"{name}: key {_SHORT.repr(dup.key)} is given twice (lines {dup.first} and {dup.second}); "
+                          "keep one") from None
+    except _TooBig:
+        raise ConfigError(f"{name}: its YAML aliases expand to more than {MAX_CONFIG_NODES} values; "
+                          "a gradwatch config needs none") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: its YAML is nested too deeply to be a gradwatch config") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{name}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, Mapping):

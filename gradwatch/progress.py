@@ -71,7 +71,7 @@ class ProgressBar:
         width: int = 24,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.stream = sys.stderr if stream is None else stream
+        self.stream: Optional[TextIO] = sys.stderr if stream is None else stream  # None (pythonw): silent
         self.delay = float(delay)
         self.interval = float(interval)
         self.label = label
@@ -85,6 +85,13 @@ class ProgressBar:
         self._last_len = 0
 
     def __call__(self, done: int, planned: int) -> None:
+        """Note progress; draw when due. Never raises: a failure turns the bar off, the check goes on."""
+        try:
+            self._update(done, planned)
+        except Exception:  # noqa: BLE001 - progress output must never stop a check (or training)
+            self.delay = float("inf")
+
+    def _update(self, done: int, planned: int) -> None:
         self.done, self.planned = done, max(planned, done)
         now = self.clock()
         elapsed = now - self.start
@@ -96,6 +103,9 @@ class ProgressBar:
         self._draw(done, self.planned, eta)
 
     def _draw(self, done: int, planned: int, tail: str) -> None:
+        if self.stream is None:
+            self.delay = float("inf")
+            return
         fraction = done / planned if planned else 1.0
         filled = int(round(fraction * self.width))
         line = (
@@ -106,23 +116,25 @@ class ProgressBar:
         try:
             self.stream.write("\r" + line + pad)
             self.stream.flush()
-        except (OSError, ValueError):  # a closed or broken stream: the check goes on silently
+        except Exception:  # noqa: BLE001 - no stream, a closed or broken one: the check goes on silently
             self.delay = float("inf")
             return
         self._last_len = len(line)
         self.shown = True
 
     def close(self) -> None:
-        """Finish the line (with the total time) if the bar was ever drawn."""
+        """Finish the line (with the total time) if the bar was ever drawn. Never raises."""
         if not self.shown:
             return
-        self._draw(self.done, self.done, f"done in {_clock_text(self.clock() - self.start)}")
         try:
-            self.stream.write("\n")
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-        self.shown = False
+            self._draw(self.done, self.done, f"done in {_clock_text(self.clock() - self.start)}")
+            if self.stream is not None:
+                self.stream.write("\n")
+                self.stream.flush()
+        except Exception:  # noqa: BLE001 - see _draw
+            self.delay = float("inf")
+        finally:
+            self.shown = False
 
     def __enter__(self) -> "ProgressBar":
         return self

@@ -4,21 +4,33 @@ Written with the ``tensorboard`` package's own pieces (its ``EventFileWriter``, 
 plugins' metadata helpers); no TensorFlow, no PyTorch. One event per check or refusal, at the
 training step it happened, with these tags:
 
-==========================================  =========================================================
-``gradcheck/difference``                     scalar: the check's relative difference (formula (2))
-``gradcheck/passed``                         scalar: 1.0 passed, 0.0 failed
-``gradcheck/loss_evaluations``               scalar: calls of ``loss_fn`` the check made
-``gradcheck/difference/<name>``              scalar: relative difference of one tensor
-``gradcheck/passed/<name>``                  scalar: 1.0 / 0.0 verdict of one tensor
-``gradcheck/max_abs_error/<name>``           scalar: largest |analytic - numeric| found in one tensor
-``gradcheck/relative_error/<name>``          histogram of log10 of the per-entry relative errors
-``gradcheck/report``                         text: ``str(result)``, the report a person reads
-``gradcheck/refused``                        scalar 1.0 at a refused check
-``gradcheck/refusal``                        text: why the check was refused
-==========================================  =========================================================
+====================================  ==============================================================
+``gradcheck/difference``               scalar: the check's relative difference (formula (2))
+``gradcheck/passed``                   scalar: 1.0 passed, 0.0 failed or inconclusive
+``gradcheck/inconclusive``             scalar: 1.0 when no tensor was wrong but some could not be settled
+``gradcheck/margin``                   scalar: the worst tensor's ``gradcheck/margin/<name>``
+``gradcheck/margin_threshold``         scalar: 0.0, the threshold line drawn in the margin charts
+``gradcheck/loss_evaluations``         scalar: calls of ``loss_fn`` the check made
+``gradcheck/seconds``                  scalar: how long the check took (when the caller timed it)
+``gradcheck/difference/<name>``        scalar: relative difference of one tensor
+``gradcheck/margin/<name>``            scalar: log10(difference / the tensor's threshold): right below
+                                       0, wrong above (a non-finite difference is drawn as 1, the
+                                       largest formula (2) gives; a right tensor whose gap noise
+                                       explained, at 0)
+``gradcheck/passed/<name>``            scalar: 1.0 right, 0.0 wrong or inconclusive
+``gradcheck/inconclusive/<name>``      scalar: 1.0 when the tensor's verdict is inconclusive
+``gradcheck/max_abs_error/<name>``     scalar: largest |analytic - numeric| found in one tensor
+``gradcheck/log10_relative_error/<name>``  histogram of log10 of the per-entry relative errors
+``gradcheck/report``                   text: ``str(result)``, the report a person reads
+``gradcheck/refused``                  scalar 1.0 at a refused check
+``gradcheck/refusal``                  text: why the check was refused
+====================================  ==============================================================
 
 Scalars are float32 tensors (TensorBoard's fast loader drops float64 scalars). Each event file also
-carries, once, a custom-scalars layout with every tensor's difference in one chart.
+carries, once (with its first check), a custom-scalars layout: one chart of every tensor's margin
+(TensorBoard has no log axis, so the margin carries the scale: each tensor against its own threshold,
+1e-7 for float64, 1e-4 for float32, 1e-2 for float16 unless overridden, with the threshold drawn as a
+line at 0), one chart per tensor, the verdicts and the maximum errors.
 
 Nothing is imported from ``tensorboard`` and no file is opened until the first write, so an
 inert watch leaves no empty event file behind.
@@ -26,11 +38,13 @@ inert watch leaves no empty event file behind.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import threading
 import time
 import warnings
-from typing import Any, List, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 import numpy as np
 
@@ -42,10 +56,16 @@ PREFIX = "gradcheck"
 HISTOGRAM_FLOOR = 1e-20
 #: Buckets of each relative-error histogram (TensorBoard's own default).
 HISTOGRAM_BUCKETS = 30
-#: The regular expressions of the custom-scalars charts: title -> tag regex.
+#: Differences below this are drawn at it in the margin charts (an exact 0 has no logarithm).
+MARGIN_FLOOR = 1e-30
+#: The overview charts of the custom-scalars layout: title -> tag regex.
 LAYOUT_CHARTS = (
-    ("relative difference per tensor (threshold 1e-7 for float64)", r"gradcheck/difference(/.*)?"),
-    ("max |analytic - numeric| per tensor", r"gradcheck/max_abs_error/.*"),
+    ("every tensor: log10(difference / its threshold); above the line at 0 is wrong",
+     r"^gradcheck/margin(/.*|_threshold)?$"),
+    ("verdict: passed 1/0, inconclusive 1/0, refused 1", r"^gradcheck/(passed|inconclusive|refused)$"),
+    ("relative difference per tensor (linear; the margin charts carry each tensor's threshold)",
+     r"^gradcheck/difference(/.*)?$"),
+    ("max |analytic - numeric| per tensor", r"^gradcheck/max_abs_error/.*$"),
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -81,6 +101,7 @@ class TensorBoardLogger:
             raise GradWatchError(f"cannot create the TensorBoard logdir {path!r}: {reason}") from exc
         self._logdir = path
         self._writer: Any = None
+        self._layout_written = False
         self._broken = False
         self._lock = threading.Lock()
 
@@ -97,12 +118,18 @@ class TensorBoardLogger:
     # ----------------------------------------------------------------------------------------
     # public writes
 
-    def log_check(self, step: int, result: CheckResult) -> None:
-        """Write one check at training step ``step`` (scalars, histograms, the text report)."""
+    def log_check(self, step: int, result: CheckResult, seconds: Optional[float] = None) -> None:
+        """Write one check at training step ``step`` (scalars, histograms, the text report).
+
+        ``seconds``, when given, is how long the check took (``gradcheck/seconds``). The first check
+        written to an event file also writes the custom-scalars layout, with a chart per tensor.
+        """
         step = _validate_step(step)
         if not isinstance(result, CheckResult):
             raise TypeError(f"result must be a CheckResult; got {type(result).__name__}")
-        self._write(step, lambda: check_values(result))
+        if seconds is not None and not isinstance(seconds, (int, float, np.integer, np.floating)):
+            raise TypeError(f"seconds must be None or a number; got {type(seconds).__name__}")
+        self._write(step, lambda: check_values(result, seconds), layout=lambda: layout_value(result))
 
     def log_refusal(self, step: int, reason: str) -> None:
         """Write a refused check at ``step``: ``gradcheck/refused`` = 1.0 and the reason as text."""
@@ -145,7 +172,8 @@ class TensorBoardLogger:
     # ----------------------------------------------------------------------------------------
     # internals
 
-    def _write(self, step: int, make_values) -> None:
+    def _write(self, step: int, make_values: Callable[[], List[Any]],
+               layout: Optional[Callable[[], Any]] = None) -> None:
         with self._lock:
             if self._broken:
                 return
@@ -154,6 +182,11 @@ class TensorBoardLogger:
 
                 if self._writer is None:
                     self._writer = _open_writer(self._logdir)
+                    self._layout_written = False
+                if layout is not None and not self._layout_written:
+                    self._writer.add_event(event_pb2.Event(
+                        wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[layout()])))
+                    self._layout_written = True
                 event = event_pb2.Event(
                     wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=make_values())
                 )
@@ -186,9 +219,8 @@ def _validate_step(step: Any) -> int:
     return int(step)
 
 
-def _open_writer(logdir: str):
-    """An ``EventFileWriter`` on a new file in ``logdir``, its first event the custom-scalars layout."""
-    from tensorboard.compat.proto import event_pb2, summary_pb2
+def _open_writer(logdir: str) -> Any:
+    """An ``EventFileWriter`` on a new file in ``logdir``."""
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     writer = EventFileWriter(logdir, filename_suffix=".gradwatch")
@@ -198,9 +230,6 @@ def _open_writer(logdir: str):
     worker = getattr(getattr(writer, "_async_writer", None), "_worker", None)
     if isinstance(worker, threading.Thread) and hasattr(worker, "_invoke_excepthook"):
         worker._invoke_excepthook = lambda thread: None
-    writer.add_event(
-        event_pb2.Event(wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[layout_value()]))
-    )
     return writer
 
 
@@ -276,22 +305,38 @@ def histogram_value(tag: str, data: np.ndarray, description: str = ""):
     )
 
 
-def layout_value():
-    """The custom-scalars layout: one chart of every tensor's difference, one of the max errors."""
+def margin(difference: float, threshold: float, verdict: str = "") -> float:
+    """log10(difference / threshold): below 0 right, above 0 wrong; a non-finite difference counts as 1.
+
+    A tensor judged right although its difference reached the threshold (noise explained the gap:
+    the report says how) is drawn on the line, never on the wrong side of it.
+    """
+    if not math.isfinite(difference):
+        difference = 1.0
+    value = math.log10(max(difference, MARGIN_FLOOR) / threshold)
+    return min(value, 0.0) if verdict == "right" else value
+
+
+def tensor_chart_title(name: str, threshold: float) -> str:
+    return f"{name}: log10(difference / {threshold:.0e}); above the line at 0 is wrong"
+
+
+def layout_value(result: Optional[CheckResult] = None) -> Any:
+    """The custom-scalars layout: the overview charts, and one margin chart per tensor of ``result``."""
     from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
-    layout = layout_pb2.Layout(
-        category=[
-            layout_pb2.Category(
-                title="gradwatch",
-                chart=[
-                    layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
-                    for title, regex in LAYOUT_CHARTS
-                ],
-            )
-        ]
-    )
+    def chart(title: str, regex: str) -> Any:
+        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+
+    categories = [layout_pb2.Category(title="gradwatch", chart=[chart(t, r) for t, r in LAYOUT_CHARTS])]
+    if result is not None and result.per_param:
+        categories.append(layout_pb2.Category(title="gradwatch: one chart per tensor", chart=[
+            chart(tensor_chart_title(name, pc.threshold),
+                  rf"^{PREFIX}/margin(/{re.escape(name)}|_threshold)$")
+            for name, pc in result.per_param.items()
+        ]))
+    layout = layout_pb2.Layout(category=categories)
     tensor = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,
         tensor_shape=tensor_shape_pb2.TensorShapeProto(),
@@ -312,24 +357,40 @@ def from_markdown(text: str) -> str:
     return "\n".join(line[4:] if line.startswith("    ") else line for line in text.split("\n"))
 
 
-def check_values(result: CheckResult) -> List[Any]:
+def check_values(result: CheckResult, seconds: Optional[float] = None) -> List[Any]:
     """Every ``Summary.Value`` of one check."""
+    margins = {name: margin(pc.difference, pc.threshold, pc.verdict) for name, pc in result.per_param.items()}
+    inconclusive = result.verdict == "inconclusive"
     values = [
         scalar_value(f"{PREFIX}/difference", result.difference,
                      f"relative difference over what was checked; threshold {result.threshold:.0e}"),
-        scalar_value(f"{PREFIX}/passed", 1.0 if result.passed else 0.0, "1 passed, 0 failed"),
+        scalar_value(f"{PREFIX}/passed", 1.0 if result.passed else 0.0, "1 passed, 0 failed or inconclusive"),
+        scalar_value(f"{PREFIX}/inconclusive", 1.0 if inconclusive else 0.0,
+                     "1 when no tensor was wrong but some could not be settled"),
+        scalar_value(f"{PREFIX}/margin", max(margins.values(), default=math.nan),
+                     "the worst tensor's log10(difference / threshold): above 0 is wrong"),
+        scalar_value(f"{PREFIX}/margin_threshold", 0.0, "the threshold line of the margin charts"),
         scalar_value(f"{PREFIX}/loss_evaluations", float(result.loss_evaluations), "calls of loss_fn"),
     ]
+    if seconds is not None:
+        values.append(scalar_value(f"{PREFIX}/seconds", float(seconds), "how long the check took"))
     for name, pc in result.per_param.items():
         values.append(scalar_value(f"{PREFIX}/difference/{name}", pc.difference, f"relative difference of {name}"))
-        values.append(scalar_value(f"{PREFIX}/passed/{name}", 1.0 if pc.passed else 0.0, f"verdict on {name}"))
+        values.append(scalar_value(
+            f"{PREFIX}/margin/{name}", margins[name],
+            f"log10(difference / {pc.threshold:.0e}) of {name}: below 0 right, above 0 wrong"))
+        values.append(scalar_value(f"{PREFIX}/passed/{name}", 1.0 if pc.passed else 0.0,
+                                   f"verdict on {name}: 1 right, 0 wrong or inconclusive"))
+        values.append(scalar_value(f"{PREFIX}/inconclusive/{name}", 1.0 if pc.verdict == "inconclusive" else 0.0,
+                                   f"1 when the check could not settle {name}"))
         values.append(scalar_value(f"{PREFIX}/max_abs_error/{name}", pc.max_abs_error,
                                    f"largest |analytic - numeric| found in {name}"))
         errors = np.asarray(pc.entry_errors, dtype=np.float64).ravel()
         if errors.size:
             values.append(histogram_value(
-                f"{PREFIX}/relative_error/{name}", log10_errors(errors),
-                f"log10 of the relative errors |a - n| / (|a| + |n|) checked in {name}",
+                f"{PREFIX}/log10_relative_error/{name}", log10_errors(errors),
+                f"log10 of the relative errors |a - n| / (|a| + |n|) checked in {name} "
+                f"(its threshold {pc.threshold:.0e} is {math.log10(pc.threshold):.1f} on this axis)",
             ))
     values.append(text_value(f"{PREFIX}/report", str(result), "the check's report"))
     return values

@@ -6,8 +6,10 @@
     python scripts/screenshot_tensorboard.py --dashboard scalars --out /tmp/scalars.png
 
 The demo trains two small tanh networks with plain NumPy, checking their gradients every 40
-steps: one with a correct backprop, one whose tanh derivative is written ``1 - z**2`` (right
-only while the weights are tiny), and logs the checks with gradwatch's TensorBoardLogger. The
+steps: one with a subtle bug (``db1`` 0.05% too large: a difference of about 2.5e-4, wrong by the
+float64 threshold 1e-7, yet invisible on a linear axis next to a gross bug), one with a gross one
+(the tanh derivative written ``1 - z**2``: nearly right while the weights are tiny, far off once
+they grow), and logs the checks with gradwatch's TensorBoardLogger. The
 script then starts the real ``tensorboard`` on 127.0.0.1 (a free port), waits until it serves
 gradwatch's tags, and takes the screenshot with headless Chromium (Debian's ``chromium``; set
 ``--browser`` or ``$CHROMIUM`` for another binary). Exit status 0, or 2 with the reason.
@@ -59,7 +61,7 @@ def find_browser(explicit: Optional[str] = None) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# the demo: two small tanh networks, one with the classic tanh-derivative bug
+# the demo: two small tanh networks, one with a subtle bug, one with the classic tanh-derivative bug
 
 
 def _spirals(n: int, classes: int, rng: np.random.Generator):
@@ -82,7 +84,8 @@ def _forward(p: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):
     return float(loss), (z1, a1, probs)
 
 
-def _backward(p: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, buggy: bool) -> Dict[str, np.ndarray]:
+def _backward(p: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, buggy: bool,
+              db1_scale: float = 1.0) -> Dict[str, np.ndarray]:
     _, (z1, a1, probs) = _forward(p, x, y)
     m = x.shape[1]
     dz2 = probs.copy()
@@ -90,7 +93,7 @@ def _backward(p: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, buggy: boo
     dz2 /= m
     da1 = p["W2"].T @ dz2
     dz1 = da1 * ((1 - z1 ** 2) if buggy else (1 - a1 ** 2))  # the bug: tanh' written from z
-    return {"dW1": dz1 @ x.T, "db1": dz1.sum(axis=1, keepdims=True),
+    return {"dW1": dz1 @ x.T, "db1": db1_scale * dz1.sum(axis=1, keepdims=True),
             "dW2": dz2 @ a1.T, "db2": dz2.sum(axis=1, keepdims=True)}
 
 
@@ -99,13 +102,13 @@ def make_demo_logdir(logdir: str, steps: int = 400, every: int = 40) -> List[str
     rng = np.random.default_rng(0)
     x, y = _spirals(60, 3, rng)
     runs = []
-    for name, buggy in (("correct_backprop", False), ("tanh_derivative_bug", True)):
+    for name, buggy, db1_scale in (("subtle_bug_db1_x1.0005", False, 1.0005), ("gross_bug_tanh_derivative", True, 1.0)):
         init = np.random.default_rng(1)
         p = {"W1": init.normal(0, 0.01, (16, 2)), "b1": np.zeros((16, 1)),
              "W2": init.normal(0, 0.01, (3, 16)), "b2": np.zeros((3, 1))}
         with TensorBoardLogger(os.path.join(logdir, name)) as tb:
             for step in range(steps + 1):
-                grads = _backward(p, x, y, buggy)
+                grads = _backward(p, x, y, buggy, db1_scale)
                 if step % every == 0:
                     result = check_gradients(lambda q: _forward(q, x, y)[0], p, grads, seed=step)
                     tb.log_check(step, result)
@@ -171,7 +174,7 @@ def wait_for_tags(base_url: str, runs: Sequence[str], tag: str, process: subproc
     raise TimeoutError(f"tensorboard did not serve {tag!r} for {list(runs)} within {timeout:.0f} s ({last_error})")
 
 
-def screenshot(browser: str, url: str, out: str, width: int = 1400, height: int = 620,
+def screenshot(browser: str, url: str, out: str, width: int = 1400, height: int = 1000,
                budget_ms: int = 15000, timeout: float = 90.0) -> None:
     """A PNG of ``url`` taken by headless Chromium after ``budget_ms`` of virtual time."""
     profile = tempfile.mkdtemp(prefix="gradwatch-chromium-")
@@ -199,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="TensorBoard page: custom_scalars (default), scalars, histograms, text, timeseries")
     parser.add_argument("--browser", help="the Chromium binary (default: $CHROMIUM or chromium on PATH)")
     parser.add_argument("--width", type=int, default=1400)
-    parser.add_argument("--height", type=int, default=620)
+    parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--load-fast", default="auto", choices=("auto", "true", "false"),
                         help="TensorBoard's --load_fast (default auto)")
     args = parser.parse_args(argv)

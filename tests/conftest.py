@@ -16,3 +16,7 @@ def results():
     bad = gradwatch.check_gradients(model.loss, model.params, grads, seed=0)
     assert good.passed and not bad.passed and bad.failed == ("W1",)
     return good, bad
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "network: needs the package index (pip install into a fresh venv)")

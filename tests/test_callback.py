@@ -33,8 +33,9 @@ class FakeLogger:
         self.calls: List[tuple] = []
         self.closed = False
 
-    def log_check(self, step: int, result: CheckResult) -> None:
+    def log_check(self, step: int, result: CheckResult, seconds: Any = None) -> None:
         self.calls.append(("check", step, result))
+        self.seconds = seconds
 
     def log_refusal(self, step: int, reason: str) -> None:
         self.calls.append(("refusal", step, reason))
@@ -47,7 +48,7 @@ class FakeLogger:
 
 
 class BrokenLogger(FakeLogger):
-    def log_check(self, step: int, result: CheckResult) -> None:
+    def log_check(self, step: int, result: CheckResult, seconds: Any = None) -> None:
         raise OSError("disk full")
 
 
@@ -634,3 +635,122 @@ def test_tanh_derivative_bug_passes_at_tiny_init_and_fails_after_training():
 
 def test_correct_tanh_derivative_passes_at_both_checks():
     assert [r.passed for _, r in train_tanh(buggy=False).history] == [True, True]
+
+
+# ------------------------------------------------------------------------------------------
+# nothing the shell does stops training by accident
+
+
+@pytest.mark.parametrize("step_type", [np.int64, np.int32, np.uint64, int])
+def test_a_huge_every_never_overflows_whatever_the_steps_integer_type(step_type):
+    model = Regression()
+    watch = GradWatch(model.loss, at_init=False, every=2**63, seed=0)
+    assert [watch.on_step(step_type(s), model.params, model.grads(model.params)) for s in (1, 2, 3)] == [None] * 3
+    assert not watch.due(step_type(5))
+
+
+def test_a_huge_every_still_divides_the_steps_it_divides():
+    model = Regression()
+    watch = GradWatch(model.loss, at_init=False, every=2**64 + 1, seed=0)
+    assert watch.due(np.uint64(0)) and not watch.due(np.uint64(2**64 - 1))
+    assert watch.on_step(np.int64(0), model.params, model.grads(model.params)) is not None
+
+
+def test_a_step_that_is_no_integer_names_itself_when_the_arithmetic_fails():
+    model = Regression()
+    watch = GradWatch(model.loss, at_init=False, every=5, seed=0)
+    with pytest.raises(TypeError, match="step must be an integer.*'seven'"):
+        watch.on_step("seven", model.params, model.grads(model.params))
+
+
+def test_a_check_without_stderr_goes_on(monkeypatch):
+    monkeypatch.setattr("sys.stderr", None)
+    model = Regression()
+    result = GradWatch(model.loss, progress=True, seed=0).on_step(0, model.params, model.grads(model.params))
+    assert result is not None and result.passed
+
+
+class Diverged(Regression):
+    """The loss turns NaN from ``nan_from`` on (training diverged)."""
+
+    def __init__(self, nan_from: int) -> None:
+        super().__init__()
+        self.nan_from = nan_from
+        self.step = 0
+
+    def loss(self, p: Dict[str, np.ndarray]) -> float:
+        return float("nan") if self.step >= self.nan_from else super().loss(p)
+
+
+def test_a_nan_loss_at_a_due_check_is_a_failed_check_recorded_warned_and_training_goes_on():
+    model = Diverged(nan_from=10)
+    logger = FakeLogger()
+    watch = GradWatch(model.loss, every=10, seed=0, logger=logger)
+    steps = []
+    with pytest.warns(GradWatchWarning, match="FAILED") as caught:
+        for step in range(25):
+            model.step = step
+            watch.on_step(step, model.params, model.grads(model.params))
+            steps.append(step)
+    assert steps == list(range(25))
+    assert [str(w.message).split(":")[0] for w in caught] == ["gradient check at step 10", "gradient check at step 20"]
+    assert [(s, r.verdict) for s, r in watch.history] == [(0, "passed"), (10, "failed"), (20, "failed")]
+    assert [(kind, step) for kind, step, _ in logger.calls] == [("check", 0), ("check", 10), ("check", 20)]
+
+
+def test_a_nan_loss_raises_under_on_failure_raise():
+    model = Diverged(nan_from=0)
+    watch = GradWatch(model.loss, seed=0, on_failure="raise")
+    with pytest.raises(GradientCheckError) as caught:
+        watch.on_step(0, model.params, model.grads(model.params))
+    assert caught.value.step == 0 and watch.history[0][1].verdict == "failed"
+
+
+def test_the_logger_is_told_how_long_each_check_took():
+    model = Regression()
+    logger = FakeLogger()
+    GradWatch(model.loss, seed=0, logger=logger).on_step(0, model.params, model.grads(model.params))
+    assert isinstance(logger.seconds, float) and logger.seconds >= 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# an inconclusive check is reported like a failed one
+
+
+@pytest.fixture
+def inconclusive(monkeypatch):
+    """check_gradients replaced by an in-memory fake whose every result is inconclusive for b."""
+    import dataclasses
+
+    def fake_check(loss_fn, params, grads, **kwargs):
+        result = check_gradients(loss_fn, params, grads, **kwargs)
+        per = {**result.per_param, "b": dataclasses.replace(result.per_param["b"], passed=False, verdict="inconclusive")}
+        return dataclasses.replace(result, passed=False, per_param=per, inconclusive=("b",))
+
+    monkeypatch.setattr(callback, "check_gradients", fake_check)
+
+
+def test_an_inconclusive_check_is_recorded_logged_and_warned(inconclusive):
+    model = Regression()
+    logger = FakeLogger()
+    watch = GradWatch(model.loss, seed=0, logger=logger)
+    with pytest.warns(GradWatchWarning, match="step 0"):
+        result = watch.on_step(0, model.params, model.grads(model.params))
+    assert result.verdict == "inconclusive"
+    assert watch.history == [(0, result)] and logger.calls == [("check", 0, result)]
+
+
+def test_an_inconclusive_check_raises_under_on_failure_raise(inconclusive):
+    model = Regression()
+    watch = GradWatch(model.loss, seed=0, on_failure="raise")
+    with pytest.raises(GradientCheckError):
+        watch.on_step(0, model.params, model.grads(model.params))
+
+
+def test_an_inconclusive_check_is_silent_under_on_failure_ignore(inconclusive):
+    model = Regression()
+    watch = GradWatch(model.loss, seed=0, on_failure="ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = watch.on_step(0, model.params, model.grads(model.params))
+    assert result.verdict == "inconclusive"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -40,23 +42,30 @@ def write_run(logdir, events):
 # report
 
 
-def test_report_exits_0_when_every_runs_latest_check_passed(tmp_path, results, capsys):
-    good, bad = results
-    write_run(tmp_path / "a", [(0, bad), (100, good)])  # fixed since: the latest check passed
+def test_report_exits_0_when_every_check_of_every_run_passed(tmp_path, results, capsys):
+    good, _ = results
+    write_run(tmp_path / "a", [(0, good), (100, good)])
     write_run(tmp_path / "b", [(0, good)])
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[1:4]]
-    assert rows[0][:3] == ["a", "0", "FAILED"] and rows[0][-1] == "W1"
-    assert rows[1][:3] == ["a", "100", "passed"]
-    assert rows[2][:3] == ["b", "0", "passed"]
+    assert [row[:3] for row in rows] == [["a", "0", "passed"], ["a", "100", "passed"], ["b", "0", "passed"]]
 
 
-def test_report_exits_1_when_a_runs_latest_check_failed(tmp_path, results, capsys):
-    write_run(tmp_path / "a", [(0, results[0])])
-    write_run(tmp_path / "b", [(0, results[0]), (500, results[1])])
+def test_report_exits_1_when_an_early_check_failed_though_the_latest_passed(tmp_path, results, capsys):
+    good, bad = results
+    write_run(tmp_path / "a", [(0, bad), (100, good)])  # a bug that shows at one point of training only
     assert main(["report", str(tmp_path)]) == 1
-    assert "b: latest check (step 500) FAILED: W1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "a: FAILED: 2 checks, 1 failed (step 0)" in out
+
+
+def test_report_and_run_agree_on_checks_at_a_restarted_step(tmp_path, results, capsys):
+    good, bad = results
+    write_run(tmp_path / "a", [(0, bad), (0, good)])  # epoch 0 wrong, epoch 1 right, same step numbers
+    assert main(["report", str(tmp_path)]) == 1
+    rows = [line.split()[:3] for line in capsys.readouterr().out.splitlines()[1:3]]
+    assert rows == [["a", "0", "FAILED"], ["a", "0", "passed"]]
 
 
 def test_report_exits_2_when_a_runs_latest_event_is_a_refusal(tmp_path, results, capsys):
@@ -85,7 +94,8 @@ def test_report_json_lists_every_check_and_each_runs_latest(tmp_path, results, c
     assert main(["report", str(tmp_path), "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["exit_status"] == 1
-    assert data["runs"] == {"a": {"latest_step": 10, "verdict": "failed"}, "b": {"latest_step": 0, "verdict": "refused"}}
+    assert data["runs"] == {"a": {"latest_step": 10, "verdict": "failed", "checks": 2},
+                            "b": {"latest_step": 0, "verdict": "refused", "checks": 1}}
     assert [(c["run"], c["step"], c["verdict"], c["failed"]) for c in data["checks"]] == [
         ("a", 0, "passed", []), ("a", 10, "failed", ["W1"]), ("b", 0, "refused", [])]
     assert data["checks"][1]["differences"]["W1"] == pytest.approx(results[1].per_param["W1"].difference, rel=1e-6)
@@ -281,3 +291,207 @@ def test_report_on_the_examples_logdir_matches_run(tmp_path, example_config, cap
           "--steps", "20"])
     capfd.readouterr()
     assert main(["report", str(tmp_path)]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# every check counts: restarted steps, inconclusive checks, damaged files
+
+
+def inconclusive_result(good):
+    """An in-memory fake: the passing check with b1 left inconclusive."""
+    import dataclasses
+
+    per = {**good.per_param, "b1": dataclasses.replace(good.per_param["b1"], passed=False, verdict="inconclusive")}
+    return dataclasses.replace(good, passed=False, per_param=per, inconclusive=("b1",))
+
+
+def test_run_exits_1_when_the_first_epoch_failed_and_the_step_counter_restarted(tmp_path, config, capfd):
+    junit = tmp_path / "junit.xml"
+    assert run(config, tmp_path / "logs", "--epochs", "2", "--bug-epochs", "1", junit=junit) == 1
+    out = capfd.readouterr().out
+    assert "2 of 3 checks failed" in out
+    cases = ET.parse(junit).getroot().find("testsuite").findall("testcase")
+    assert [(c.get("name"), c.find("failure") is not None) for c in cases[:3]] == [
+        ("gradient check at step 0", True), ("gradient check at step 4", True),
+        ("gradient check at step 4 (#2 at this step)", False)]
+
+
+def test_report_exits_2_on_an_inconclusive_check_and_names_the_tensor(tmp_path, results, capsys):
+    write_run(tmp_path / "a", [(0, results[0]), (5, inconclusive_result(results[0]))])
+    assert main(["report", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "inconclusive: b1" in out
+
+
+def test_report_a_failure_outranks_an_inconclusive_check(tmp_path, results):
+    write_run(tmp_path / "a", [(0, inconclusive_result(results[0]))])
+    write_run(tmp_path / "b", [(0, results[1])])
+    assert main(["report", str(tmp_path)]) == 1
+
+
+def test_run_status_is_2_for_an_inconclusive_check(tmp_path, results):
+    from gradwatch.cli import run_status
+    from gradwatch.history import read_history
+
+    write_run(tmp_path, [(0, results[0]), (5, inconclusive_result(results[0]))])
+    status, sentence = run_status(read_history(tmp_path), 0)
+    assert status == 2 and "INCONCLUSIVE" in sentence and "b1" in sentence
+
+
+def test_junit_reports_an_inconclusive_check_as_an_error(tmp_path, results):
+    from gradwatch.cli import write_junit
+    from gradwatch.history import read_history
+
+    write_run(tmp_path / "logs", [(5, inconclusive_result(results[0]))])
+    path = tmp_path / "junit.xml"
+    write_junit(str(path), read_history(tmp_path / "logs"), command=["python"], returncode=0, config="c",
+                logdir="l", seconds=1.0)
+    error = ET.parse(path).getroot().find("testsuite/testcase/error")
+    assert error.get("type") == "GradientCheckInconclusive" and "b1" in error.get("message")
+
+
+def cut_last_bytes(logdir, n):
+    (name,) = [f for f in os.listdir(logdir) if "tfevents" in f]
+    path = os.path.join(logdir, name)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:-n])
+    return path
+
+
+def test_report_on_a_file_cut_short_exits_2_and_names_it(tmp_path, results, capsys):
+    write_run(tmp_path, [(0, results[0]), (10, results[1])])
+    path = cut_last_bytes(tmp_path, 7)  # the failed check is the one lost
+    assert main(["report", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert path in captured.err and "damaged" in captured.err
+    assert "DAMAGED" in captured.out
+
+
+def test_report_a_failure_read_before_the_damage_still_exits_1(tmp_path, results):
+    write_run(tmp_path, [(0, results[1]), (10, results[0])])
+    cut_last_bytes(tmp_path, 7)
+    assert main(["report", str(tmp_path)]) == 1
+
+
+def test_report_json_names_the_damaged_file(tmp_path, results, capsys):
+    write_run(tmp_path, [(0, results[0]), (10, results[0])])
+    path = cut_last_bytes(tmp_path, 7)
+    assert main(["report", str(tmp_path), "--json"]) == 2
+    data = json.loads(capsys.readouterr().out)
+    assert [d["path"] for d in data["damaged"]] == [path]
+
+
+# --------------------------------------------------------------------------------------------
+# JUnit that always parses
+
+
+def test_junit_parses_whatever_control_characters_the_names_and_reports_hold(tmp_path, results):
+    from gradwatch.cli import write_junit
+    from gradwatch.history import read_history
+
+    good = results[0]
+    weird = dict(good.per_param)
+    weird["W\x1b[31m\x00\x07"] = weird.pop("W1")
+    import dataclasses
+
+    write_run(tmp_path / "logs\x01", [(0, dataclasses.replace(good, per_param=weird))])
+    path = tmp_path / "junit.xml"
+    write_junit(str(path), read_history(tmp_path), command=["python", "a\x02b"], returncode=0, config="c",
+                logdir="l", seconds=1.0)
+    suite = ET.parse(path).getroot().find("testsuite")  # parses
+    assert "W\\x1b[31m\\x00\\x07" in suite.find("testcase/system-out").text
+    assert suite.find("testcase").get("classname") == "gradwatch.logs\\x01"
+
+
+def test_junit_gives_each_check_its_duration(tmp_path, results):
+    from gradwatch.cli import write_junit
+    from gradwatch.history import read_history
+
+    with TensorBoardLogger(tmp_path / "logs") as tb:
+        tb.log_check(0, results[0], seconds=2.5)
+    path = tmp_path / "junit.xml"
+    write_junit(str(path), read_history(tmp_path / "logs"), command=["x"], returncode=0, config="c", logdir="l",
+                seconds=9.0)
+    assert ET.parse(path).getroot().find("testsuite/testcase").get("time") == "2.500"
+
+
+def test_run_refuses_an_empty_junit_path_before_running_anything(tmp_path, config, capsys):
+    argv = ["run", "--config", str(config), "--logdir", str(tmp_path / "logs"), "--junit", "", "--",
+            sys.executable, TINY]
+    assert main(argv) == 2
+    assert "--junit needs a file name; got ''" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# a closed stdout, and signals
+
+
+def test_report_into_a_closed_pipe_is_quiet_and_keeps_its_status(tmp_path, results):
+    write_run(tmp_path, [(step, results[1]) for step in range(3)])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head` that has already gone: every write meets a closed pipe
+    try:
+        done = subprocess.run([sys.executable, "-m", "gradwatch", "report", str(tmp_path)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done.stderr  # the report's own status, not a crash
+    assert done.stderr == ""
+
+
+def start_run(tmp_path, config, *script_args, grace=None):
+    ready = tmp_path / "ready"
+    argv = [sys.executable, "-m", "gradwatch", "run", "--config", str(config), "--logdir", str(tmp_path / "logs"),
+            "--junit", str(tmp_path / "junit.xml")]
+    if grace is not None:
+        argv += ["--grace", str(grace)]
+    argv += ["--", sys.executable, TINY, "--wait-for-signal", str(ready), *script_args]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # the script says when its handlers are in place
+        if ready.exists() and ready.read_text():
+            break
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    return process, ready
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_passes_a_signal_on_to_the_script_and_still_writes_its_report(tmp_path, config, signum):
+    process, ready = start_run(tmp_path, config)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert (tmp_path / "ready.got").read_text().split() == [str(int(signum))]
+    assert "INTERRUPTED by signal" in out
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.find("testcase[@name='command']/error").get("type") == "Interrupted"
+
+
+def test_run_kills_a_script_that_ignores_the_signal_after_the_grace_period(tmp_path, config):
+    process, ready = start_run(tmp_path, config, "--ignore-signals", grace=0.5)
+    script_pid = int(ready.read_text())
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(script_pid, 0)
+    assert (tmp_path / "junit.xml").exists()
+
+
+def test_run_hints_at_the_interpreter_when_the_script_cannot_import_gradwatch(tmp_path, config, capfd):
+    script = tmp_path / "needs_gradwatch.py"
+    script.write_text("raise ModuleNotFoundError(\"No module named 'gradwatch'\")\n")
+    fake_python = tmp_path / "bin" / "python3"
+    fake_python.parent.mkdir()
+    fake_python.symlink_to(sys.executable)
+    code = main(["run", "--config", str(config), "--logdir", str(tmp_path / "logs"), "--", str(fake_python), str(script)])
+    assert code == 1
+    assert "not the Python gradwatch is installed in" in capfd.readouterr().err
+
+
+def test_run_refuses_a_config_that_is_not_utf8_with_status_2(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("logdir: d\xe9bogage\n".encode("latin-1"))
+    assert main(["run", "--config", str(path), "--", sys.executable, TINY]) == 2
+    assert "latin1.yaml: not UTF-8 text" in capsys.readouterr().err

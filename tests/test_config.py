@@ -178,3 +178,69 @@ def test_config_error_is_a_gradwatch_error_and_a_value_error():
 def test_not_a_path_nor_a_mapping_is_refused():
     with pytest.raises(ConfigError, match="path to a YAML file or a mapping"):
         load_config(42)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------
+# hostile files
+
+
+def alias_bomb(key: str) -> str:
+    """A 'billion laughs' under a known key: nine levels of nine aliases, 9**9 values once expanded."""
+    lines = [f"{key}:", "  - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for level in range(1, 9):
+        lines.append(f"  - &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("key", ["after_steps", "sample", "no_such_key"])
+def test_an_alias_bomb_is_refused_naming_the_file(tmp_path, key):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(key))
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: its YAML aliases expand to more than"):
+        load_config(path)
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("after_steps: &steps [10, 20]\nevery: 5\n")
+    assert load_config(path).after_steps == (10, 20)
+
+
+def test_an_error_about_a_huge_shared_value_shows_a_cut_value():
+    from gradwatch.config import _got
+
+    value = [1] * 9
+    for _ in range(30):  # 9**30 values if written out whole: only a cut repr can be built
+        value = [value] * 9
+    shown = _got(value)
+    assert len(shown) <= 100 and shown.endswith("(list)")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("logdir: runs/d\xe9bogage\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 14\)"):
+        load_config(path)
+
+
+def test_a_duplicate_key_is_a_config_error_naming_file_key_and_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("every: 100\nseed: 0\nevery: 5\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: key 'every' is given twice \(lines 1 and 3\)"):
+        load_config(path)
+
+
+def test_a_file_larger_than_any_config_is_refused(tmp_path):
+    from gradwatch.config import MAX_CONFIG_BYTES
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"huge\.yaml: a config file is at most"):
+        load_config(path)
+
+
+def test_yaml_nested_beyond_reason_is_a_config_error(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("after_steps: " + "[" * 5_000 + "]" * 5_000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml"):
+        load_config(path)

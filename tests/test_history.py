@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import gradwatch
 from gradwatch.errors import GradWatchError
-from gradwatch.history import find_runs, latest_by_run, read_events, read_history
+from gradwatch.history import HistoryWarning, find_runs, latest_by_run, read_events, read_history, run_verdicts, scan
 from gradwatch.tensorboard import TensorBoardLogger
 
 import models
@@ -93,7 +94,7 @@ def test_read_events_decodes_scalars_histograms_and_text(tmp_path, results):
     (path,) = find_runs(tmp_path)["."]
     values = {tag: value for _, step, tag, value in read_events(path) if step == 2}
     assert values["gradcheck/passed/b2"] == 0.0
-    assert values["gradcheck/relative_error/b2"].shape[1] == 3
+    assert values["gradcheck/log10_relative_error/b2"].shape[1] == 3
     assert values["gradcheck/report"] == str(results[1])
 
 
@@ -112,10 +113,111 @@ def test_a_missing_logdir_is_an_error_naming_it(tmp_path):
         read_history(missing)
 
 
-def test_a_garbled_event_file_yields_nothing_and_spoils_no_other_run(tmp_path, results):
-    # TensorBoard's reader takes an unreadable record for one still being written: no events
+def test_a_garbled_event_file_is_named_in_a_warning_and_spoils_no_other_run(tmp_path, results):
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "events.out.tfevents.123.host").write_bytes(bytes(range(64)) * 2)
     with TensorBoardLogger(tmp_path / "good") as tb:
         tb.log_check(0, results[0])
-    assert [(r.run, r.verdict) for r in read_history(tmp_path)] == [("good", "passed")]
+    with pytest.warns(HistoryWarning, match="garbled"):
+        records = read_history(tmp_path)
+    assert [(r.run, r.verdict) for r in records] == [("good", "passed")]
+
+
+def only_file(logdir):
+    (run,) = find_runs(logdir).values()
+    (path,) = run
+    return path
+
+
+def test_two_checks_at_the_same_step_are_two_records(tmp_path, results):
+    good, bad = results
+    with TensorBoardLogger(tmp_path) as tb:  # an epoch loop whose step counter restarts
+        tb.log_check(0, bad)
+        tb.log_check(0, good)
+    assert [(r.step, r.verdict) for r in read_history(tmp_path)] == [(0, "failed"), (0, "passed")]
+
+
+def test_a_file_cut_short_is_damage_named_with_what_was_read_before_it(tmp_path, results):
+    good, bad = results
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(0, good)
+        tb.log_check(5, bad)
+    path = only_file(tmp_path)
+    data = open(path, "rb").read()
+    with open(path, "wb") as handle:
+        handle.write(data[:-7])  # a run killed mid-write
+    history = scan(tmp_path)
+    assert [(r.step, r.verdict) for r in history.records] == [(0, "passed")]
+    (damage,) = history.damaged
+    assert damage.path == path and "cut short" in str(damage)
+
+
+def test_a_flipped_byte_is_damage_not_a_silent_end(tmp_path, results):
+    good, bad = results
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(0, good)
+        tb.log_check(5, bad)
+    path = only_file(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    data[-40] ^= 0x01
+    open(path, "wb").write(bytes(data))
+    history = scan(tmp_path)
+    assert [r.step for r in history.records] == [0]
+    (damage,) = history.damaged
+    assert "checksum" in damage.reason
+
+
+def test_read_events_raises_naming_a_damaged_file(tmp_path, results):
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(0, results[0])
+    path = only_file(tmp_path)
+    open(path, "ab").write(b"\x05\x00")
+    with pytest.raises(GradWatchError, match="damaged"):
+        list(read_events(path))
+
+
+def inconclusive_result(good):
+    """An in-memory fake: the passing check with b1 left inconclusive."""
+    per = dict(good.per_param)
+    per["b1"] = dataclasses.replace(per["b1"], passed=False, verdict="inconclusive")
+    return dataclasses.replace(good, passed=False, per_param=per, inconclusive=("b1",))
+
+
+def test_an_inconclusive_check_reads_back_as_inconclusive_naming_the_tensor(tmp_path, results):
+    unsure = inconclusive_result(results[0])
+    assert unsure.verdict == "inconclusive"
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(3, unsure)
+    (record,) = read_history(tmp_path)
+    assert (record.verdict, record.inconclusive, record.failed) == ("inconclusive", ("b1",), ())
+
+
+def test_a_check_with_wrong_and_inconclusive_tensors_is_failed(tmp_path, results):
+    bad = results[1]
+    per = dict(bad.per_param)
+    per["W1"] = dataclasses.replace(per["W1"], passed=False, verdict="inconclusive")
+    mixed = dataclasses.replace(bad, per_param=per, inconclusive=("W1",))
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(3, mixed)
+    (record,) = read_history(tmp_path)
+    assert (record.verdict, record.failed, record.inconclusive) == ("failed", ("b2",), ("W1",))
+
+
+def test_the_seconds_a_check_took_are_read_back(tmp_path, results):
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(3, results[0], seconds=1.25)
+        tb.log_check(4, results[0])
+    assert [r.seconds for r in read_history(tmp_path)] == [1.25, None]
+
+
+def test_a_run_fails_when_any_of_its_checks_failed(tmp_path, results):
+    good, bad = results
+    with TensorBoardLogger(tmp_path / "a") as tb:
+        tb.log_check(0, bad)
+        tb.log_check(10, good)
+    with TensorBoardLogger(tmp_path / "b") as tb:
+        tb.log_check(0, good)
+        tb.log_refusal(10, "dropout")
+    with TensorBoardLogger(tmp_path / "c") as tb:
+        tb.log_check(0, good)
+    assert run_verdicts(read_history(tmp_path)) == {"a": "failed", "b": "refused", "c": "passed"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 
@@ -136,3 +137,44 @@ def test_a_closed_stream_is_not_a_terminal():
     stream = io.StringIO()
     stream.close()
     assert wants_progress(None, stream, environ={}) is False
+
+
+class RaisesOdd:
+    """A stream whose write raises something that is neither OSError nor ValueError."""
+
+    def write(self, text):
+        raise RuntimeError("the logging framework's stream is in a bad state")
+
+    def flush(self):
+        pass
+
+
+def test_a_stream_raising_any_error_does_not_break_the_check():
+    clock = Clock()
+    bar = ProgressBar(stream=RaisesOdd(), clock=clock, delay=0.0)
+    clock.now += 5.0
+    bar(1, 2)
+    bar(2, 2)
+    bar.close()
+    assert bar.done == 2 and not bar.shown
+
+
+def test_no_stderr_at_all_does_not_break_the_check(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", None)  # pythonw, some daemons
+    clock = Clock()
+    bar = ProgressBar(clock=clock, delay=0.0)
+    clock.now += 5.0
+    bar(1, 2)
+    bar.close()
+    assert bar.done == 1 and not bar.shown
+
+
+def test_a_clock_that_fails_does_not_break_the_check():
+    def clock():
+        raise OSError("no clock")
+
+    bar = ProgressBar(stream=io.StringIO(), clock=lambda: 0.0, delay=0.0)
+    bar.clock = clock
+    bar(1, 2)  # swallowed: the bar turns itself off
+    assert bar.delay == float("inf")
+

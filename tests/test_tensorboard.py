@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from gradwatch.errors import GradWatchError
-from gradwatch.tensorboard import TensorBoardLogger, from_markdown, histogram_buckets, log10_errors
+from gradwatch.tensorboard import TensorBoardLogger, from_markdown, histogram_buckets, log10_errors, margin
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ def test_every_check_tag_round_trips_at_its_step(tmp_path, results):
             assert scalar(one(f"gradcheck/difference/{name}")) == f32(pc.difference)
             assert scalar(one(f"gradcheck/passed/{name}")) == (1.0 if pc.passed else 0.0)
             assert scalar(one(f"gradcheck/max_abs_error/{name}")) == f32(pc.max_abs_error)
-            buckets = tensor_util.make_ndarray(one(f"gradcheck/relative_error/{name}").tensor)
+            buckets = tensor_util.make_ndarray(one(f"gradcheck/log10_relative_error/{name}").tensor)
             assert buckets.shape[1] == 3
             np.testing.assert_array_equal(buckets, histogram_buckets(log10_errors(pc.entry_errors)))
             assert buckets[:, 2].sum() == pc.entry_errors.size
@@ -83,7 +84,7 @@ def test_scalars_are_float32_tensors_of_the_scalars_plugin(tmp_path, results):
     assert {v.tag for v in scalars} >= {"gradcheck/difference", "gradcheck/passed", "gradcheck/difference/W1"}
     assert all(v.tensor.dtype == types_pb2.DT_FLOAT and not v.tensor.tensor_shape.dim for v in scalars)
     plugins = {v.tag: v.metadata.plugin_data.plugin_name for vs in values.values() for v in vs}
-    assert plugins["gradcheck/relative_error/W1"] == "histograms"
+    assert plugins["gradcheck/log10_relative_error/W1"] == "histograms"
     assert plugins["gradcheck/report"] == "text"
 
 
@@ -217,3 +218,50 @@ def test_histogram_buckets_cover_every_value_once():
     single = histogram_buckets(np.array([-2.0, -2.0]))
     np.testing.assert_array_equal(single, [[-2.5, -1.5, 2.0]])
     assert log10_errors(np.array([0.0, 1e-3]))[0] == -20.0
+
+
+def test_margin_puts_right_below_zero_and_wrong_above_against_each_threshold():
+    assert margin(1e-10, 1e-7) == pytest.approx(-3.0)
+    assert margin(3e-4, 1e-4) > 0 > margin(3e-5, 1e-4)  # float32's threshold, not float64's
+    assert margin(float("nan"), 1e-7) == pytest.approx(7.0)  # drawn as the largest formula (2) gives
+    assert margin(0.0, 1e-7) == pytest.approx(-23.0)
+
+
+def test_each_tensor_gets_a_margin_chart_titled_with_its_threshold(tmp_path, results):
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_refusal(0, "dropout")  # no tensor known yet: the layout waits for the first check
+        tb.log_check(10, results[1])
+    values = load(event_files(tmp_path)[0])
+    (layout_value_,) = [v for (_, tag), vs in values.items() if tag == metadata.CONFIG_SUMMARY_TAG for v in vs]
+    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(layout_value_.tensor).item())
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    tags = {tag for _, tag in values}
+    for name in results[1].per_param:
+        (title,) = [t for t in charts if t.startswith(f"{name}: ")]
+        assert "1e-07" in title
+        assert {t for t in tags if re.search(charts[title][0], t)} == {f"gradcheck/margin/{name}",
+                                                                      "gradcheck/margin_threshold"}
+
+
+def test_an_inconclusive_check_is_flagged(tmp_path, results):
+    import dataclasses
+
+    good = results[0]
+    per = {**good.per_param, "b1": dataclasses.replace(good.per_param["b1"], passed=False, verdict="inconclusive")}
+    unsure = dataclasses.replace(good, passed=False, per_param=per, inconclusive=("b1",))
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(0, good)
+        tb.log_check(1, unsure)
+    values = load(event_files(tmp_path)[0])
+    assert [scalar(values[(s, "gradcheck/inconclusive")][0]) for s in (0, 1)] == [0.0, 1.0]
+    assert scalar(values[(1, "gradcheck/inconclusive/b1")][0]) == 1.0
+    assert scalar(values[(1, "gradcheck/inconclusive/W1")][0]) == 0.0
+
+
+def test_a_right_tensor_whose_gap_noise_explained_is_drawn_on_the_line_not_above_it():
+    assert margin(2.6e-4, 1e-7, "right") == 0.0
+    assert margin(2.6e-4, 1e-7, "wrong") == pytest.approx(math.log10(2600))
+    assert margin(1e-10, 1e-7, "right") == pytest.approx(-3.0)

@@ -8,6 +8,7 @@ The whole file takes a few seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -32,13 +33,17 @@ WAIT_SECONDS = 60.0
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """A logdir with a passing check at step 0, a failing one at step 100 and a refusal at step 200."""
+    """A logdir with a passing check at step 0, a failing one at step 100, a refusal at step 200 and an
+    inconclusive check at step 300 (the passing one with b1 made inconclusive: an in-memory fake)."""
     model = models.mlp([4, 5, 3], seed=0)
     good = gradwatch.check_gradients(model.loss, model.params, model.backward(model.params), seed=0)
     grads = model.backward(model.params)
     grads["dW2"][1, 2] -= 0.05
     bad = gradwatch.check_gradients(model.loss, model.params, grads, seed=0)
     assert good.passed and bad.failed == ("W2",)
+    unsure = dataclasses.replace(
+        good, passed=False, inconclusive=("b1",),
+        per_param={**good.per_param, "b1": dataclasses.replace(good.per_param["b1"], passed=False, verdict="inconclusive")})
     logdir = tmp_path_factory.mktemp("tb")
     from gradwatch.tensorboard import TensorBoardLogger
 
@@ -46,7 +51,8 @@ def logged(tmp_path_factory):
         tb.log_check(0, good)
         tb.log_check(100, bad)
         tb.log_refusal(200, "dropout is active")
-    return logdir, {0: good, 100: bad}
+        tb.log_check(300, unsure)
+    return logdir, {0: good, 100: bad, 300: unsure}
 
 
 def free_port() -> int:
@@ -85,7 +91,7 @@ def server(request, logged):
                 pytest.skip(f"tensorboard could not start (--load_fast={load_fast}): {detail}")
             try:
                 points = get(base, "/data/plugin/scalars/scalars", tag="gradcheck/difference", run=RUN)
-                if len(points) == 2:
+                if len(points) == 3:
                     break
             except (urllib.error.URLError, ConnectionError, OSError, ValueError):
                 pass
@@ -104,9 +110,11 @@ def server(request, logged):
 
 def test_server_lists_every_scalar_tag(server):
     tags = get(server, "/data/plugin/scalars/tags")[RUN]
-    expected = {"gradcheck/difference", "gradcheck/passed", "gradcheck/loss_evaluations", "gradcheck/refused"}
+    expected = {"gradcheck/difference", "gradcheck/passed", "gradcheck/loss_evaluations", "gradcheck/refused",
+                "gradcheck/inconclusive", "gradcheck/margin", "gradcheck/margin_threshold"}
     for name in ("W1", "b1", "W2", "b2"):
-        expected |= {f"gradcheck/difference/{name}", f"gradcheck/passed/{name}", f"gradcheck/max_abs_error/{name}"}
+        expected |= {f"gradcheck/{kind}/{name}"
+                     for kind in ("difference", "margin", "passed", "inconclusive", "max_abs_error")}
     assert set(tags) == expected
 
 
@@ -128,8 +136,8 @@ def test_server_returns_the_logged_scalars_as_float32(server, logged):
 
 def test_server_returns_the_relative_error_histograms(server, logged):
     _, checks = logged
-    points = get(server, "/data/plugin/histograms/histograms", tag="gradcheck/relative_error/W2", run=RUN)
-    assert [step for _, step, _ in points] == [0, 100]
+    points = get(server, "/data/plugin/histograms/histograms", tag="gradcheck/log10_relative_error/W2", run=RUN)
+    assert [step for _, step, _ in points] == [0, 100, 300]
     for _, step, buckets in points:
         expected = histogram_buckets(log10_errors(checks[step].per_param["W2"].entry_errors))
         np.testing.assert_allclose(np.array(buckets), expected, rtol=1e-12)
@@ -139,7 +147,7 @@ def test_server_renders_the_report_and_the_refusal_as_text(server, logged):
     tags = get(server, "/data/plugin/text/tags")[RUN]
     assert set(tags) == {"gradcheck/report", "gradcheck/refusal"}
     reports = get(server, "/data/plugin/text/text", tag="gradcheck/report", run=RUN)
-    assert [r["step"] for r in reports] == [0, 100]
+    assert [r["step"] for r in reports] == [0, 100, 300]
     assert "gradient check FAILED: 1 of 4 tensors wrong (W2)" in reports[1]["text"]
     assert "<pre>" in reports[1]["text"] or "<code>" in reports[1]["text"]  # columns stay aligned
     refusal = get(server, "/data/plugin/text/text", tag="gradcheck/refusal", run=RUN)
@@ -152,3 +160,31 @@ def test_server_serves_the_custom_scalars_layout(server):
     tags = get(server, "/data/plugin/scalars/tags")[RUN]
     difference_tags = {t for t in tags if t.startswith("gradcheck/difference")}
     assert any(all(re.fullmatch(r, t) for t in difference_tags) for r in regexes)
+
+
+def test_server_draws_each_tensors_margin_on_the_side_of_zero_its_verdict_says(server, logged):
+    _, checks = logged
+    for name in ("W1", "b1", "W2", "b2"):
+        points = get(server, "/data/plugin/scalars/scalars", tag=f"gradcheck/margin/{name}", run=RUN)
+        for _, step, value in points:
+            assert (value > 0) == (name in checks[step].failed), (name, step, value)
+    line = get(server, "/data/plugin/scalars/scalars", tag="gradcheck/margin_threshold", run=RUN)
+    assert [value for _, _, value in line] == [0.0, 0.0, 0.0]
+
+
+def test_server_layout_has_a_margin_chart_per_tensor_with_its_threshold_line(server):
+    layout = get(server, "/data/plugin/custom_scalars/layout")
+    charts = {chart["title"]: chart["multiline"]["tag"] for cat in layout["category"] for chart in cat["chart"]}
+    tags = get(server, "/data/plugin/scalars/tags")[RUN]
+    for name in ("W1", "b1", "W2", "b2"):
+        (title,) = [t for t in charts if t.startswith(f"{name}: ")]
+        assert "1e-07" in title  # the float64 threshold this run was checked against
+        (regex,) = charts[title]
+        assert {t for t in tags if re.search(regex, t)} == {f"gradcheck/margin/{name}", "gradcheck/margin_threshold"}
+
+
+def test_server_shows_the_inconclusive_check(server):
+    points = get(server, "/data/plugin/scalars/scalars", tag="gradcheck/inconclusive", run=RUN)
+    assert [(step, value) for _, step, value in points] == [(0, 0.0), (100, 0.0), (300, 1.0)]
+    per_tensor = get(server, "/data/plugin/scalars/scalars", tag="gradcheck/inconclusive/b1", run=RUN)
+    assert [(step, value) for _, step, value in per_tensor] == [(0, 0.0), (100, 0.0), (300, 1.0)]
