@@ -126,6 +126,16 @@ class CheckResult:
     def __str__(self) -> str:
         return format_report(self)
 
+    def _repr_html_(self) -> str:
+        from .display import to_html  # a notebook shows the table
+
+        return to_html(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from .display import pretty  # IPython shows the report
+
+        pretty(self, p, cycle)
+
 
 def _fmt_index(name: str, index: Optional[Tuple[int, ...]]) -> str:
     if index is None:
