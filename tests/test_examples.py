@@ -122,3 +122,14 @@ def test_the_course_notebook_runs_end_to_end_and_narrows_the_bugs_down():
     assert re.search(r"layer 1 \(W1, b1; relu\) +failed +b1", text)
     assert re.search(r"layer 2 \(A1, W2, b2; relu\) +failed +W2", text)
     assert "difference 1.19e-07" in text
+
+
+def test_layer_check_passes_the_conv_layer_and_locates_the_planted_off_by_one(tmp_path):
+    proc = run("layer_check.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gradient check PASSED: 3 tensors right" in proc.stdout
+    assert "gradient check FAILED: 1 of 3 tensors wrong (x)" in proc.stdout
+    located = re.search(r"located: x\[\d+, \d+, \d+, (\d+)\]", proc.stdout)
+    assert located and int(located.group(1)) in (30, 31)  # the columns the last output column touches
+    evaluations = [int(n) for n in re.findall(r"(\d+) loss evaluations", proc.stdout)]
+    assert len(evaluations) == 2 and max(evaluations) <= 400
