@@ -63,7 +63,10 @@ _ALLOWED = "an array, or a tuple, list or dict of arrays"
 
 def _leaf(value: Any, label: str) -> np.ndarray:
     if isinstance(value, (list, tuple, dict)):
-        raise TypeError(f"{label} is a {type(value).__name__}: each output must be an array ({_ALLOWED}; not nested)")
+        raise TypeError(
+            f"{label} is a {type(value).__name__}: each output must be an array ({_ALLOWED}; not nested). "
+            "Does forward return (out, cache)? Return the output alone"
+        )
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (np.ndarray, np.generic, float, int)):
         raise TypeError(f"{label} must be a NumPy array; got {type(value).__name__} ({_ALLOWED})")
     array = np.asarray(value)
@@ -259,7 +262,9 @@ def check_backward(
     handed its own float64 copy of ``dout``, in the output's structure, and may change it.
     ``dout=None`` draws a standard normal upstream gradient from ``seed``; ``result.seed`` replays
     the whole check. Sampling, verdicts, localisation, budget and restore are those of
-    :func:`gradwatch.check_gradients`; ``forward`` is called once more, first, to learn the outputs.
+    :func:`gradwatch.check_gradients`; ``forward`` is called once more, first, to learn the outputs,
+    and ``backward`` right after that call (a layer object that caches in ``forward`` works).
+    A loss layer whose backward ignores ``dout`` is checked with ``dout=1.0``.
 
     >>> import numpy as np
     >>> w = np.array([[1.0, 2.0], [3.0, -1.0]])

@@ -352,3 +352,36 @@ def test_a_bad_seed_is_refused():
     layer = affine()
     with pytest.raises(ValueError, match="seed must be None or a non-negative int; got -1"):
         check_backward(layer.forward, layer.backward, layer.inputs, seed=-1)
+
+
+def test_a_forward_returning_its_cache_is_refused_with_a_hint():
+    layer = affine()
+    with pytest.raises(TypeError, match=r"output\[1\] is a tuple.*\(out, cache\)"):
+        check_backward(lambda q: (layer.forward(q), (q["x"], q["w"])), layer.backward, layer.inputs)
+
+
+def test_a_layer_object_that_caches_in_forward_is_checked_at_the_given_inputs():
+    class Affine:  # the class style: backward uses what the last forward call stored
+        def forward(self, x, w, b):
+            self.cache = (x.copy(), w.copy())
+            return x @ w + b
+
+        def backward(self, dout):
+            x, w = self.cache
+            return {"dx": dout @ w.T, "dw": x.T @ dout, "db": dout.sum(axis=0)}
+
+    obj = Affine()
+    rng = np.random.default_rng(2)
+    inputs = {"x": rng.standard_normal((3, 4)), "w": rng.standard_normal((4, 2)), "b": rng.standard_normal(2)}
+    result = check_backward(lambda q: obj.forward(q["x"], q["w"], q["b"]), lambda q, d: obj.backward(d), inputs, seed=0)
+    assert result.passed, str(result)
+
+
+def test_a_loss_layer_whose_backward_ignores_dout_passes_with_dout_one():
+    layer = L.softmax_loss_layer()
+
+    def backward(q, dout):
+        return layer.backward(q, 1.0)  # as loss layers are written: the gradient of the loss itself
+
+    assert check_backward(layer.forward, backward, layer.inputs, dout=1.0, seed=0).passed
+    assert check_backward(layer.forward, backward, layer.inputs, seed=0).failed == ("x",)
