@@ -33,21 +33,21 @@ import sys
 import time
 import warnings
 from collections import defaultdict
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import _models as M  # first: pins the BLAS threads
 import numpy as np
 
 sys.path.insert(0, str(M.ROOT / "tests"))
-import layers as L  # noqa: E402
+import layers as L
 
-from gradwatch import check_backward, relative_difference  # noqa: E402
+from gradwatch import check_backward, relative_difference
 
 SIZES = {
-    "affine": dict(n=32, d=(64,), m=64),
-    "conv": dict(n=2, c=3, hw=8, f=8),
-    "batchnorm": dict(n=64, d=32),
-    "lstm": dict(n=8, d=16, h=16),
+    "affine": {"n": 32, "d": (64,), "m": 64},
+    "conv": {"n": 2, "c": 3, "hw": 8, "f": 8},
+    "batchnorm": {"n": 64, "d": 32},
+    "lstm": {"n": 8, "d": 16, "h": 16},
 }
 TOOLS = ["gradwatch", "cs231n", "torch", "torch_fast"]
 LABELS = {"gradwatch": "gradwatch check_backward", "cs231n": "cs231n-style eval_numerical_gradient_array",
@@ -69,7 +69,7 @@ class Counted:
         return self.layer.backward(q, dout)
 
 
-def _leaves(out) -> List[np.ndarray]:
+def _leaves(out) -> list[np.ndarray]:
     if isinstance(out, dict):
         return list(out.values())
     if isinstance(out, (tuple, list)):
@@ -85,7 +85,7 @@ def _rebuild(template, leaves):
     return leaves[0]
 
 
-def _grads_in_order(returned, names) -> List[np.ndarray]:
+def _grads_in_order(returned, names) -> list[np.ndarray]:
     if isinstance(returned, dict):
         return [returned["d" + n] if "d" + n in returned else returned[n] for n in names]
     return list(returned)
@@ -101,12 +101,12 @@ def draw_dout(layer: L.Layer, seed: int):
 # the tools: each returns (failed: bool, blamed: tuple of input names)
 
 
-def run_gradwatch(c: Counted, dout, seed: int) -> Tuple[bool, Tuple[str, ...]]:
+def run_gradwatch(c: Counted, dout, seed: int) -> tuple[bool, tuple[str, ...]]:
     r = check_backward(c.forward, c.backward, c.layer.inputs, dout=dout, seed=seed)
     return (not r.passed), tuple(r.failed)
 
 
-def run_cs231n(c: Counted, dout, seed: int, h: float = 1e-5) -> Tuple[bool, Tuple[str, ...]]:
+def run_cs231n(c: Counted, dout, seed: int, h: float = 1e-5) -> tuple[bool, tuple[str, ...]]:
     names = list(c.layer.inputs)
     analytic = _grads_in_order(c.backward(c.layer.inputs, _rebuild(dout, [d.copy() for d in _leaves(dout)])), names)
     douts = _leaves(dout)
@@ -133,7 +133,7 @@ def run_cs231n(c: Counted, dout, seed: int, h: float = 1e-5) -> Tuple[bool, Tupl
 _INPUT = re.compile(r"with respect to input (\d+)")
 
 
-def run_torch(c: Counted, dout, seed: int, fast: bool = False) -> Tuple[bool, Tuple[str, ...]]:
+def run_torch(c: Counted, dout, seed: int, fast: bool = False) -> tuple[bool, tuple[str, ...]]:
     import torch
     from torch.autograd.gradcheck import GradcheckError
 
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     M.print_header("Layer checks: check_backward against torch gradcheck and eval_numerical_gradient_array",
                    ["benchmarks/bench_backward.py"] + (argv if argv is not None else sys.argv[1:]))
     tools = args.tools.split(",")
-    stats: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = defaultdict(list)
+    stats: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for name in args.layers.split(","):
         for bug in (None, L.BUGS[name]):
             for seed in range(args.seeds):
@@ -191,8 +191,8 @@ def main(argv=None) -> int:
                     failed, blamed = RUN[tool](c, dout, seed)
                     seconds = time.perf_counter() - t0
                     assert all(np.array_equal(saved[k], layer.inputs[k]) for k in saved), (tool, name)
-                    stats[(name, bug or "correct", tool)].append(dict(
-                        failed=failed, named=set(blamed) == set(layer.wrong), fw=c.forwards, bw=c.backwards, s=seconds))
+                    stats[(name, bug or "correct", tool)].append({
+                        "failed": failed, "named": set(blamed) == set(layer.wrong), "fw": c.forwards, "bw": c.backwards, "s": seconds})
             print(f"  {name} {bug or 'correct'}: done", file=sys.stderr, flush=True)
     rows = []
     for (name, variant, tool), runs in stats.items():
