@@ -4,6 +4,7 @@ The numerics (:mod:`gradwatch.numerics`) and the check (:mod:`gradwatch.check`) 
 callback, the TensorBoard writer, the config loader and the command line sit around them.
 """
 
+from .backward import check_backward
 from .check import CheckResult, ParamCheck, check_gradients
 from .errors import ConfigError, DropoutActiveError, GradWatchError
 from .numerics import numerical_gradient, params_to_vector, relative_difference, vector_to_params
@@ -18,6 +19,7 @@ __all__ = [
     "GradWatchWarning",
     "GradientCheckError",
     "ParamCheck",
+    "check_backward",
     "check_gradients",
     "load_config",
     "numerical_gradient",

@@ -356,7 +356,7 @@ def _note(judgement: Judgement, outcome: _Outcome, reason: str, located: Optiona
         parts.append(f"{outcome.dropped} direction(s) crossed a kink at every step tried and were replaced by fresh ones")
     if located is not None and located.spread:
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
-                     "a wrong axis); the worst entry shown is the worst of the entries with the largest gradient")
+                     "a wrong axis, an off-by-one); the entry shown is one that carries a share of it")
     if located is not None and not located.localised:
         parts.append("not localised: the evaluation budget was spent")
     return "; ".join(parts)

@@ -3,8 +3,8 @@
 A random direction over a range of entries (unit mean-square entries) projects the error carried by
 that range with its full size on average, so the half of a range that carries the error shows it.
 A concentrated error is followed down to its entry; an error that both halves carry level after
-level is *spread* (a scale error, a missing term) and is reported as such, with the largest
-entries seen, instead of being bisected to an arbitrary entry. Every measurement asks the
+level is *spread* (a scale error, a missing term, an off-by-one) and is reported as such, with one
+entry that carries a share of it (the larger half followed, without re-measuring upsets). Every measurement asks the
 evaluator's budget first: when it is spent, localisation stops and says so.
 """
 
@@ -27,7 +27,8 @@ Runner = Callable[[Workspace, Probe, float, bool], Optional[Settled]]
 
 @dataclass(frozen=True)
 class Located:
-    """Where a wrong tensor's error is: an entry (flat index, analytic, numeric), or spread."""
+    """Where a wrong tensor's error is: an entry (flat index, analytic, numeric); ``spread`` when no single
+    entry carries it (the entry then carries a share of it)."""
 
     worst: Optional[Tuple[int, float, float]]
     spread: bool
@@ -44,21 +45,6 @@ def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: flo
     return None if s is None else s.gap
 
 
-def _largest_entries(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: float) -> Optional[Tuple[int, float, float]]:
-    """Measure the entries of ``[lo, hi)`` with the largest analytic gradient; the worst of them."""
-    grad = np.abs(slot.grad_chunk(lo, hi))
-    count = min(TOLERANCES.spread_samples, hi - lo)
-    picks = (lo + np.argsort(-grad, kind="stable")[:count]).tolist()
-    worst: Optional[Tuple[int, float, float]] = None
-    for i in picks:
-        s = run(ws, Probe.of([(coordinate(slot, i), 1.0)]), step, True)
-        if s is None:
-            break
-        if worst is None or s.gap > abs(worst[1] - worst[2]):
-            worst = (i, s.analytic, s.numeric)
-    return worst
-
-
 def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Sequence[Settled], step: float,
              rng: np.random.Generator) -> Located:
     """Bisect ``slot``'s entries to the one carrying its error, or find the error spread. ``step`` is a
@@ -69,35 +55,32 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
     if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):
         return Located(None, False, False)
     est = math.sqrt(float(np.mean([p.gap ** 2 for p in first])))
-    lo, hi, both = 0, slot.size, 0
+    lo, hi, both, spread = 0, slot.size, 0, False
     while hi - lo > 1:
         mid = (lo + hi) // 2
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
         if est_a is None:
-            return Located(None, False, False)
+            return Located(None, spread, False)
         if est > 0 and (est_a / est) ** 2 >= TOLERANCES.clear_share:
             hi, est, both = mid, est_a, 0
             continue
         est_b = _carried(run, ws, slot, mid, hi, step, rng)
         if est_b is None:
-            return Located(None, False, False)
-        if est > 0 and max(est_a, est_b) ** 2 < 0.5 * est * est:
+            return Located(None, spread, False)
+        if not spread and est > 0 and max(est_a, est_b) ** 2 < 0.5 * est * est:
             # neither half carries what its parent showed: a kink upset a probe; measure both carefully
             est_a = _carried(run, ws, slot, lo, mid, step, rng, careful=True)
             est_b = _carried(run, ws, slot, mid, hi, step, rng, careful=True)
             if est_a is None or est_b is None:
-                return Located(None, False, False)
+                return Located(None, spread, False)
         total = est_a * est_a + est_b * est_b
-        spread = total > 0 and min(est_a, est_b) ** 2 >= TOLERANCES.spread_share * total
-        both = both + 1 if spread else 0
-        if both >= TOLERANCES.spread_levels:
-            return Located(_largest_entries(run, ws, slot, lo, hi, step), True, True)
+        both = both + 1 if total > 0 and min(est_a, est_b) ** 2 >= TOLERANCES.spread_share * total else 0
+        spread = spread or both >= TOLERANCES.spread_levels
         if est_a >= est_b:
             hi, est = mid, est_a
         else:
             lo, est = mid, est_b
     entry = run(ws, Probe.of([(coordinate(slot, lo), 1.0)]), step, True)
     if entry is None:
-        return Located(None, False, False)
-    return Located((lo, entry.analytic, entry.numeric), False, True)
-
+        return Located(None, spread, False)
+    return Located((lo, entry.analytic, entry.numeric), spread, True)

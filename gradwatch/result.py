@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -81,6 +81,16 @@ class CheckResult:
 
     def __str__(self) -> str:
         return format_report(self)
+
+    def _repr_html_(self) -> str:
+        from .display import to_html  # a notebook shows the table
+
+        return to_html(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from .display import pretty  # IPython shows the report
+
+        pretty(self, p, cycle)
 
 
 def format_index(name: str, index: Optional[Tuple[int, ...]]) -> str:

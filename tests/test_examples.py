@@ -79,3 +79,57 @@ def test_buggy_backprop_fails_and_names_the_wrong_tensor(tmp_path):
 def test_examples_document_their_flags(tmp_path, script):
     proc = run(script, "--help", cwd=tmp_path)
     assert proc.returncode == 0 and "--logdir" in proc.stdout and "--steps" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# the course notebook, executed by a real Jupyter kernel (nbclient)
+
+NOTEBOOK = EXAMPLES / "course_exercise.ipynb"
+
+
+def test_the_course_notebook_is_committed_without_outputs():
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+def _kernel_or_skip() -> None:
+    """Skip only when no Jupyter kernel can start on this machine."""
+    from jupyter_client.manager import start_new_kernel
+
+    try:
+        km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    except Exception as exc:  # noqa: BLE001  (whatever stops a kernel from starting)
+        pytest.skip(f"no Jupyter kernel can start here: {type(exc).__name__}: {exc}")
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def test_the_course_notebook_runs_end_to_end_and_narrows_the_bugs_down():
+    import nbformat
+    from nbclient import NotebookClient
+
+    _kernel_or_skip()
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # a failing cell (its asserts: b1 and W2 found, layer 1 and layer 2 blamed, the fix passes) raises here
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    html = [o["data"]["text/html"] for o in outputs if "data" in o and "text/html" in o["data"]]
+    assert any("gradient check FAILED" in h and "<table" in h and "WRONG" in h for h in html)
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert re.search(r"layer 1 \(W1, b1; relu\) +failed +b1", text)
+    assert re.search(r"layer 2 \(A1, W2, b2; relu\) +failed +W2", text)
+    assert "difference 1.19e-07" in text
+
+
+def test_layer_check_passes_the_conv_layer_and_locates_the_planted_off_by_one(tmp_path):
+    proc = run("layer_check.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gradient check PASSED: 3 tensors right" in proc.stdout
+    assert "gradient check FAILED: 1 of 3 tensors wrong (x)" in proc.stdout
+    located = re.search(r"located: x\[\d+, \d+, \d+, (\d+)\]", proc.stdout)
+    assert located and int(located.group(1)) in (30, 31)  # the columns the last output column touches
+    evaluations = [int(n) for n in re.findall(r"(\d+) loss evaluations", proc.stdout)]
+    assert len(evaluations) == 2 and max(evaluations) <= 400
