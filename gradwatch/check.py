@@ -192,33 +192,39 @@ def _coordinate_stage(ctx: _Context, slot: Slot, indices: np.ndarray, method: st
 # Random directions: screens over every tensor, then probes per tensor
 
 
+def _useful(s: Settled, threshold: float, reference: float) -> bool:
+    """A settled probe helps the verdict: it shows an error, or its noise is small enough to clear one.
+    A probe that sat on a kink down to a step where round-off swamps it is replaced instead."""
+    return s.settled and (s.unexplained > 0 or s.bound - s.gap <= TOLERANCES.suspicious_share * threshold * 2 * reference)
+
+
 def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
     """Probe one tensor along random directions, two at a time, until the verdict is clear."""
     threshold, reference = ctx.thresholds[slot.name], ctx.references[slot.name]
     ev = ctx.ev
     step = choose_step(slot, slot.size, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), reference, threshold)
     kept: List[Settled] = []
-    measured = dropped = 0
+    dropped: List[Settled] = []
     with Workspace(ctx.params, [slot]) as ws:
-        while measured < TOLERANCES.probes_max:
+        while len(kept) + len(dropped) < TOLERANCES.probes_max:
             probe = Probe.of([(random_direction(slot, 0, slot.size, ctx.rng), 1.0)])
             first = measure(ev, ws, probe, step)
             if first is None:
                 break
             s = _refine(ctx, ws, probe, first, threshold, reference)
-            measured += 1
-            if s.settled:
-                kept.append(s)
-            else:
-                dropped += 1  # a kink moved this estimate at every step: a fresh direction instead
-            if len(kept) >= TOLERANCES.probes_first and measured % 2 == 0:
+            (kept if _useful(s, threshold, reference) else dropped).append(s)
+            if s.cause == "step" or not _useful(s, threshold, reference):
+                # a kink within the step: fresh directions at the step where this one came clean
+                step = min(step, s.clean_step) if math.isfinite(s.clean_step) else step / TOLERANCES.refine_ratio
+            if len(kept) >= TOLERANCES.probes_first and (len(kept) + len(dropped)) % 2 == 0:
                 if judge(ProbeSet.of(kept), threshold, reference, True).verdict != "inconclusive":
                     break
-    probes = ProbeSet.of(kept)
-    if len(kept) < TOLERANCES.probes_first:
-        probes = dataclasses.replace(probes, settled=False)
+    if len(kept) >= TOLERANCES.probes_first:
+        probes = ProbeSet.of(kept)
+    else:  # too few useful probes: the verdict is inconclusive, and the reason is in every probe measured
+        probes = dataclasses.replace(ProbeSet.of(kept + dropped), settled=False)
     kinks = sum(s.cause == "kink" for s in kept)
-    return _Outcome(probes, True, "directions", slot.size, reference, step, None, dropped, kinks)
+    return _Outcome(probes, True, "directions", slot.size, reference, step, None, len(dropped), kinks)
 
 
 @dataclass(frozen=True)
@@ -353,7 +359,8 @@ def _note(judgement: Judgement, outcome: _Outcome, reason: str, located: Optiona
         parts.append(f"{outcome.kinks} measurement(s) sit on a kink at the point (ReLU at 0): the gradient lies "
                      "between the one-sided slopes, as a valid one-sided derivative does")
     if outcome.dropped:
-        parts.append(f"{outcome.dropped} direction(s) crossed a kink at every step tried and were replaced by fresh ones")
+        parts.append(f"{outcome.dropped} direction(s) sat on a kink down to steps where round-off swamps them "
+                     "and were replaced by fresh ones")
     if located is not None and located.spread:
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
                      "a wrong axis, an off-by-one); the entry shown is one that carries a share of it")

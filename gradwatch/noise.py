@@ -38,6 +38,8 @@ class Settled:
     unexplained: float  # |gap| − noise, at least 0: the error it shows for certain
     settled: bool  # two estimates agreed, or the first was clean, or a kink at the point explains it
     cause: str = ""  # "kink" (at the point) or "step" (a smaller step removed a disturbance)
+    last: float = math.nan  # the last estimate (the one the bounds are about)
+    clean_step: float = math.nan  # the largest step whose estimate agreed with a smaller one's (nan: none)
 
 
 def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
@@ -81,23 +83,23 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
     roundoff = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
     gap = abs(analytic - last.numeric)
     if not (math.isfinite(gap) and math.isfinite(roundoff)):
-        return Settled(analytic, first.numeric, gap, math.inf, math.inf if not math.isfinite(gap) else 0.0, True)
+        return Settled(analytic, first.numeric, gap, math.inf, math.inf if not math.isfinite(gap) else 0.0, True, "", last.numeric)
     if len(trail) == 1:
         clean = gap_is_small(analytic, last, roundoff, threshold, reference)
-        return Settled(analytic, first.numeric, gap, gap + roundoff, 0.0, clean)
+        return Settled(analytic, first.numeric, gap, gap + roundoff, 0.0, clean, "", last.numeric)
     previous = trail[-2]
     moved = abs(last.numeric - previous.numeric)
     if agree(previous, last, ev, analytic, threshold, reference):
         # what the last estimate may still carry of truncation: Richardson's estimate, doubled
         noise = roundoff + 2 * moved / (TOLERANCES.refine_ratio ** 2 - 1)
         if gap > noise and _kink_at_point(analytic, trail, ev, j0):
-            return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink")
+            return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink", last.numeric)
         moved_before = len(trail) > 2 and abs(first.numeric - last.numeric) > noise
         return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True,
-                       "step" if moved_before else "")
+                       "step" if moved_before else "", last.numeric, previous.step)
     if _kink_at_point(analytic, trail, ev, j0):
-        return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink")
-    return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False)
+        return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink", last.numeric)
+    return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False, "", last.numeric)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,12 +151,14 @@ class ProbeSet:
     settled: bool  # every probe settled
 
     @classmethod
-    def of(cls, probes: Sequence[Settled]) -> "ProbeSet":
+    def of(cls, probes: Sequence[Settled], estimates: str = "last") -> "ProbeSet":
+        """The probes as arrays; formula (2) over their ``"last"`` estimates (or ``"first"``)."""
+
         def col(attr: str) -> np.ndarray:
             return np.array([getattr(p, attr) for p in probes], dtype=np.float64)
 
-        return cls(col("analytic"), col("numeric"), col("gap"), col("bound"), col("unexplained"),
-                   all(p.settled for p in probes))
+        return cls(col("analytic"), col(estimates if estimates == "last" else "numeric"), col("gap"), col("bound"),
+                   col("unexplained"), all(p.settled for p in probes))
 
     @property
     def noise(self) -> np.ndarray:
@@ -203,20 +207,21 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     noise = probes.noise
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
         float(np.linalg.norm(noise)), reference)
-    if upper_noise >= 0.5 * threshold:
-        if ev.precision > 2 * _EPS64:
-            return ("the loss comes back in low precision (float32 or less), so its round-off swamps the changes a "
-                    "step makes: return the loss in float64 (e.g. float(np.sum(..., dtype=np.float64)))")
-        if ev.jitter > TOLERANCES.roundoff * _EPS64 * abs(j0):
-            return (f"the loss varies by {ev.jitter:.1e} between calls at the same point, more than round-off: "
-                    "make the loss deterministic (fixed summation order, no randomness)")
-        if epsilon is not None:
-            return (f"epsilon={epsilon:g} is so small that round-off swamps the differences: leave epsilon=None "
-                    "(gradwatch chooses the step) or pass a larger one")
-        return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make to a gradient "
-                f"this small (|g| = {reference:.2e}): subtract the loss's constant part, or scale the loss up")
-    if not probes.settled or probes.analytic.size == 0:
+    noisy = upper_noise >= 0.5 * threshold
+    if noisy and ev.precision > 2 * _EPS64:
+        return ("the loss comes back in low precision (float32 or less), so its round-off swamps the changes a "
+                "step makes: return the loss in float64 (e.g. float(np.sum(..., dtype=np.float64)))")
+    if noisy and ev.jitter > TOLERANCES.roundoff * _EPS64 * abs(j0):
+        return (f"the loss varies by {ev.jitter:.1e} between calls at the same point, more than round-off: "
+                "make the loss deterministic (fixed summation order, no randomness)")
+    if noisy and epsilon is not None:
+        return (f"epsilon={epsilon:g} is so small that round-off swamps the differences: leave epsilon=None "
+                "(gradwatch chooses the step) or pass a larger one")
+    if not probes.settled:
         return ("a kink (ReLU, max or abs switching) moves the estimate at every step tried and no one-sided "
                 "slope matches the gradient: check at another point (another seed or batch), or with smooth activations")
+    if noisy:
+        return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make to a gradient "
+                f"this small (|g| = {reference:.2e}): subtract the loss's constant part, or scale the loss up")
     return ("the gap is within the noise: neither clearly right nor wrong at the evaluations spent; "
             "check again with sample=\"all\" or a larger budget")
