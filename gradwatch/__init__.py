@@ -4,6 +4,8 @@ The numerics (:mod:`gradwatch.numerics`) and the check (:mod:`gradwatch.check`) 
 callback, the TensorBoard writer, the config loader and the command line sit around them.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .backward import check_backward
 from .check import CheckResult, ParamCheck, check_gradients
 from .errors import ConfigError, DropoutActiveError, GradWatchError
@@ -31,6 +33,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+if TYPE_CHECKING:  # type checkers see the real classes; at run time they are imported on first use
+    from .callback import GradientCheckError, GradWatch, GradWatchWarning
+    from .config import GradWatchConfig, load_config
+
 _LAZY = {
     "GradWatch": "callback",
     "GradientCheckError": "callback",
@@ -40,7 +46,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # the shell is imported on first use, so that importing the pure core imports nothing else
     if name in _LAZY:
         import importlib

@@ -23,7 +23,8 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+from types import FrameType
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union, cast
 
 import numpy as np
 
@@ -119,7 +120,8 @@ def _env_switch(environ: Mapping[str, str]) -> Optional[bool]:
 
 def _warn(message: str) -> None:
     """warnings.warn pointing at the user's line: the first frame outside this module."""
-    frame, level = sys._getframe(1), 2
+    frame: Optional[FrameType] = sys._getframe(1)
+    level = 2
     while frame is not None and frame.f_globals.get("__name__") == __name__:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, GradWatchWarning, stacklevel=level)
@@ -193,12 +195,14 @@ class GradWatch:
         logger: Any = None,
     ) -> None:
         if loss_fn is not None and not callable(loss_fn):
-            raise TypeError(f"loss_fn must be None or callable, loss_fn(params) -> float; got {type(loss_fn).__name__}")
+            raise TypeError(
+                f"loss_fn must be None or callable, loss_fn(params) -> float; got {type(loss_fn).__name__}")
         if logger is not None and not all(callable(getattr(logger, m, None)) for m in ("log_check", "log_refusal")):
-            raise TypeError(f"logger must have log_check(step, result) and log_refusal(step, reason); got {type(logger).__name__}")
+            raise TypeError("logger must have log_check(step, result) and log_refusal(step, reason); "
+                            f"got {type(logger).__name__}")
         config = GradWatchConfig(
-            at_init=at_init, after_steps=after_steps, every=every, sample=sample, epsilon=epsilon,
-            threshold=threshold, seed=seed, logdir=logdir, enabled=enabled, dropout_active=dropout_active,
+            at_init=at_init, after_steps=cast(Any, after_steps), every=every, sample=sample, epsilon=epsilon,
+            threshold=threshold, seed=seed, logdir=cast(Any, logdir), enabled=enabled, dropout_active=dropout_active,
             on_dropout=on_dropout, on_failure=on_failure, progress=progress,
         )
         environ = os.environ
@@ -284,7 +288,8 @@ class GradWatch:
     # ---------------------------------------------------------------------------------------
     # a due check
 
-    def _check(self, step: int, params: Any, grads: Any, loss_fn: Optional[LossFn], dropout_active: DropoutFlag) -> Optional[CheckResult]:
+    def _check(self, step: int, params: Any, grads: Any, loss_fn: Optional[LossFn],
+               dropout_active: DropoutFlag) -> Optional[CheckResult]:
         self._init_pending = False
         fn = loss_fn if loss_fn is not None else self.loss_fn
         if fn is None:
@@ -298,7 +303,8 @@ class GradWatch:
         if callable(flag):
             flag = flag()
         if flag:
-            return self._refuse(step, f"dropout is active (dropout_active is true). {DROPOUT_ADVICE}")
+            self._refuse(step, f"dropout is active (dropout_active is true). {DROPOUT_ADVICE}")
+            return None
 
         seed = None if self.config.seed is None else _derived_seed(self.config.seed, step)
         bar = self._bar(step)
@@ -316,7 +322,8 @@ class GradWatch:
             if bar is not None:
                 bar.close()
         if refused is not None:
-            return self._refuse(step, refused)
+            self._refuse(step, refused)
+            return None
         seconds = time.monotonic() - started
 
         # a failed, inconclusive or diverged (non-finite loss: every tensor wrong) check alike

@@ -68,6 +68,13 @@ class _Outcome:
 # Measuring one probe
 
 
+def _step(ctx: _Context, slot: Slot, entries: int, reference: float) -> float:
+    """:func:`gradwatch.probes.choose_step` with what this check knows of the loss's noise."""
+    ev = ctx.ev
+    return choose_step(slot, entries, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), reference,
+                       ctx.thresholds[slot.name])
+
+
 def _base_loss(ctx: _Context, ws: Workspace) -> float:
     """The loss at the unperturbed point as ``loss_fn`` sees it through this workspace (the float64
     working copies of substituted tensors give another value than the user's arrays)."""
@@ -163,7 +170,7 @@ def _coordinate_stage(ctx: _Context, slot: Slot, indices: np.ndarray, method: st
     analytic = slot.grad[indices].astype(np.float64)
     reference = max(float(np.linalg.norm(analytic)), ctx.floor_rms * math.sqrt(indices.size))
     rms = reference / math.sqrt(max(1, indices.size))
-    step = choose_step(slot, 1, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), rms, threshold)
+    step = _step(ctx, slot, 1, rms)
     kinks = 0
     with Workspace(ctx.params, [slot]) as ws:
         plus, minus = _sweep(ctx, ws, slot, indices, step)
@@ -202,7 +209,7 @@ def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
     """Probe one tensor along random directions, two at a time, until the verdict is clear."""
     threshold, reference = ctx.thresholds[slot.name], ctx.references[slot.name]
     ev = ctx.ev
-    step = choose_step(slot, slot.size, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), reference, threshold)
+    step = _step(ctx, slot, slot.size, reference)
     kept: List[Settled] = []
     dropped: List[Settled] = []
     with Workspace(ctx.params, [slot]) as ws:
@@ -239,11 +246,7 @@ class _Screen:
 def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
     """Per-entry steps that make every tensor weigh the same in a screen (within a factor of
     ``screen_weight_range`` of its own step); its own step when epsilon was given."""
-    ev = ctx.ev
-    own = {
-        s.name: choose_step(s, s.size, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), ctx.references[s.name], ctx.thresholds[s.name])
-        for s in group
-    }
+    own = {s.name: _step(ctx, s, s.size, ctx.references[s.name]) for s in group}
     if ctx.epsilon is not None:
         return own
     weight = math.exp(sum(math.log(own[s.name] * ctx.references[s.name]) for s in group) / len(group))
@@ -390,7 +393,7 @@ def _localise_wrong(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _O
     located: Dict[str, Located] = {}
     for s in wrong:
         threshold = ctx.thresholds[s.name]
-        step = choose_step(s, 1, ctx.epsilon, ctx.ev.precision, ctx.ev.roundoff(1.0, abs(ctx.j0)), ctx.references[s.name], threshold)
+        step = _step(ctx, s, 1, ctx.references[s.name])
         p = outcomes[s.name].probes
         first = [Settled(a, n, g, g, 0.0, True) for a, n, g in zip(p.analytic.tolist(), p.numeric.tolist(), p.gap.tolist())]
         with Workspace(ctx.params, [s]) as ws:

@@ -346,7 +346,8 @@ def _interpreter_hint(command: Sequence[str]) -> Optional[str]:
         return None
     found = shutil.which(command[0])
     ours = os.path.realpath(sys.executable)
-    if found is not None and os.path.realpath(found) == ours and os.path.dirname(os.path.abspath(found)) == os.path.dirname(sys.executable):
+    same_dir = found is not None and os.path.dirname(os.path.abspath(found)) == os.path.dirname(sys.executable)
+    if found is not None and os.path.realpath(found) == ours and same_dir:
         return None
     return (f"hint: {command[0]!r} is {found or 'not found'}, not the Python gradwatch is installed in "
             f"({sys.executable}); if the script could not import gradwatch, run it with that one, "

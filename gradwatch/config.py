@@ -155,7 +155,8 @@ def _dropout_active(value: Any) -> Union[None, bool, Callable[[], Any]]:
     if _is_bool(value):
         return bool(value)
     if callable(value):
-        return value
+        flag: Callable[[], Any] = value
+        return flag
     raise ConfigError(f"dropout_active must be None, a bool or a callable returning one; got {_got(value)}")
 
 
@@ -387,7 +388,7 @@ def load_config(path_or_mapping: Union[PathLike, Mapping[str, Any], GradWatchCon
     >>> load_config({"sampel": 10})
     Traceback (most recent call last):
     ...
-    gradwatch.errors.ConfigError: config mapping: unknown key 'sampel'; did you mean 'sample'? Allowed keys: at_init, after_steps, every, sample, epsilon, threshold, seed, logdir, enabled, dropout_active, on_dropout, on_failure, progress
+    gradwatch.errors.ConfigError: config mapping: unknown key 'sampel'; did you mean 'sample'? Allowed keys: ...
     """
     return GradWatchConfig(**read_options(path_or_mapping))
 

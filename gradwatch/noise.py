@@ -83,7 +83,8 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
     roundoff = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
     gap = abs(analytic - last.numeric)
     if not (math.isfinite(gap) and math.isfinite(roundoff)):
-        return Settled(analytic, first.numeric, gap, math.inf, math.inf if not math.isfinite(gap) else 0.0, True, "", last.numeric)
+        unexplained = math.inf if not math.isfinite(gap) else 0.0
+        return Settled(analytic, first.numeric, gap, math.inf, unexplained, True, "", last.numeric)
     if len(trail) == 1:
         clean = gap_is_small(analytic, last, roundoff, threshold, reference)
         return Settled(analytic, first.numeric, gap, gap + roundoff, 0.0, clean, "", last.numeric)

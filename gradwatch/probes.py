@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class Evaluator:
         self.loss_dtype: Optional[np.dtype] = None
         self._f32 = True  # every value so far exactly representable in float32
         self._f16 = True
-        self._distinct: set = set()  # up to three distinct values: the representability test needs them
+        self._distinct: Set[float] = set()  # up to three distinct values: the representability test needs them
         self.base_losses: List[float] = []
         self.repeats = 0  # probes measured twice at the same step
 

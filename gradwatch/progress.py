@@ -57,8 +57,10 @@ class ProgressBar:
     >>> bar = ProgressBar(stream=out, clock=lambda: next(ticks), label="check")
     >>> bar(100, 400)
     >>> bar.close()
-    >>> out.getvalue().split("\r")[1:]
-    ['check [######------------------]  25% 100/400 loss evaluations, ETA 0:09', 'check [########################] 100% 100/100 loss evaluations, done in 0:03\n']
+    >>> for line in out.getvalue().split("\r")[1:]:
+    ...     print(line.rstrip())
+    check [######------------------]  25% 100/400 loss evaluations, ETA 0:09
+    check [########################] 100% 100/100 loss evaluations, done in 0:03
     """
 
     def __init__(

@@ -241,7 +241,7 @@ def _float(value: Optional[float]) -> float:
     return float("nan") if value is None else float(value)
 
 
-def scalar_value(tag: str, value: float, description: str = ""):
+def scalar_value(tag: str, value: float, description: str = "") -> Any:
     """A ``Summary.Value`` holding ``value`` as a float32 scalar tensor for the scalars plugin."""
     from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
     from tensorboard.plugins.scalar import metadata
@@ -254,7 +254,7 @@ def scalar_value(tag: str, value: float, description: str = ""):
     )
 
 
-def text_value(tag: str, text: str, description: str = ""):
+def text_value(tag: str, text: str, description: str = "") -> Any:
     """A ``Summary.Value`` for the text plugin. The text is shown as a preformatted block."""
     from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
     from tensorboard.plugins.text import metadata
@@ -291,7 +291,7 @@ def log10_errors(entry_errors: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(np.abs(errors), HISTOGRAM_FLOOR))
 
 
-def histogram_value(tag: str, data: np.ndarray, description: str = ""):
+def histogram_value(tag: str, data: np.ndarray, description: str = "") -> Any:
     """A ``Summary.Value`` for the histogram plugin: a k x 3 float64 tensor of buckets."""
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.histogram import metadata

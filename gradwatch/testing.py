@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .backward import Inputs, check_backward
-from .check import CheckResult, Grads, Params, check_gradients
+from .check import CheckResult, check_gradients
+from .inputs import Grads, Params
 
 
 def _passed_or_raise(result: CheckResult) -> CheckResult:
