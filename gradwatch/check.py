@@ -23,7 +23,18 @@ import numpy as np
 
 from .inputs import Grads, Params, Sample, Slot, Workspace, build_slots, validate_positive, validate_sample, validate_seed
 from .localise import Located, localise
-from .noise import Judgement, ProbeSet, Settled, agree, direction_upper, gap_is_small, judge, settle, why_unsure
+from .noise import (
+    Judgement,
+    ProbeSet,
+    Settled,
+    agree,
+    direction_upper,
+    gap_is_small,
+    judge,
+    one_sided,
+    settle,
+    why_unsure,
+)
 from .numerics import relative_difference
 from .probes import Evaluator, Measurement, Probe, Progress, choose_step, coordinate, measure, random_direction
 from .result import CheckResult, ParamCheck
@@ -109,7 +120,14 @@ def _refine(ctx: _Context, ws: Workspace, probe: Probe, first: Measurement, thre
         if agree(trail[-2], nxt, ev, a, threshold, reference):
             break
     j_base = _base_loss(ctx, ws) if len(trail) > 1 and ev.affords(1) else ctx.j0
-    return settle(a, trail, ev, j_base, threshold, reference)
+    settled = settle(a, trail, ev, j_base, threshold, reference)
+    if len(trail) > 1 and (not settled.settled or settled.cause == "step") and ev.affords(2):
+        # a kink within the first step: try the side of the point that does not cross it
+        double = measure(ev, ws, probe, 2 * first.step)
+        escape = None if double is None else one_sided(a, first, trail[1], double, ev, j_base, threshold, reference)
+        if escape is not None and (not settled.settled or escape.bound - escape.gap < settled.bound - settled.gap):
+            return escape
+    return settled
 
 
 def _runner(ctx: _Context, threshold: float, reference: float) -> Callable[[Workspace, Probe, float, bool], Optional[Settled]]:
@@ -202,7 +220,7 @@ def _coordinate_stage(ctx: _Context, slot: Slot, indices: np.ndarray, method: st
 def _useful(s: Settled, threshold: float, reference: float) -> bool:
     """A settled probe helps the verdict: it shows an error, or its noise is small enough to clear one.
     A probe that sat on a kink down to a step where round-off swamps it is replaced instead."""
-    return s.settled and (s.unexplained > 0 or s.bound - s.gap <= TOLERANCES.suspicious_share * threshold * 2 * reference)
+    return s.settled and (s.unexplained > 0 or s.bound - s.gap <= TOLERANCES.useful_noise_share * threshold * 2 * reference)
 
 
 def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
@@ -220,9 +238,11 @@ def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
                 break
             s = _refine(ctx, ws, probe, first, threshold, reference)
             (kept if _useful(s, threshold, reference) else dropped).append(s)
-            if s.cause == "step" or not _useful(s, threshold, reference):
-                # a kink within the step: fresh directions at the step where this one came clean
-                step = min(step, s.clean_step) if math.isfinite(s.clean_step) else step / TOLERANCES.refine_ratio
+            if s.cause != "one-sided" and (s.cause == "step" or not _useful(s, threshold, reference)):
+                # a kink within the step: fresh directions at a smaller step, while round-off allows
+                smaller = step / TOLERANCES.refine_ratio
+                if ev.roundoff(smaller, abs(ctx.j0)) <= TOLERANCES.suspicious_share * threshold * 2 * reference:
+                    step = smaller
             if len(kept) >= TOLERANCES.probes_first and (len(kept) + len(dropped)) % 2 == 0:
                 if judge(ProbeSet.of(kept), threshold, reference, True).verdict != "inconclusive":
                     break

@@ -37,9 +37,8 @@ class Settled:
     bound: float  # gap + noise: the largest error the probe could hide
     unexplained: float  # |gap| − noise, at least 0: the error it shows for certain
     settled: bool  # two estimates agreed, or the first was clean, or a kink at the point explains it
-    cause: str = ""  # "kink" (at the point) or "step" (a smaller step removed a disturbance)
+    cause: str = ""  # "kink" (at the point), "step" (a smaller step removed a disturbance), "one-sided"
     last: float = math.nan  # the last estimate (the one the bounds are about)
-    clean_step: float = math.nan  # the largest step whose estimate agreed with a smaller one's (nan: none)
 
 
 def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
@@ -97,10 +96,38 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
             return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink", last.numeric)
         moved_before = len(trail) > 2 and abs(first.numeric - last.numeric) > noise
         return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True,
-                       "step" if moved_before else "", last.numeric, previous.step)
+                       "step" if moved_before else "", last.numeric)
     if _kink_at_point(analytic, trail, ev, j0):
         return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink", last.numeric)
     return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False, "", last.numeric)
+
+
+def one_sided(analytic: float, first: Measurement, quarter: Measurement, double: Measurement, ev: Evaluator,
+              j0: float, threshold: float, reference: float) -> Optional[Settled]:
+    """A kink crossed on one side of the point only: the other side's one-sided estimates never cross it.
+
+    On each side, two second-order one-sided estimates: ``F`` through the points 0, h, 2h and ``G``
+    through 0, h/4, h (``first``, ``quarter`` and ``double`` hold the losses at ±h, ±h/4 and ±2h). A side
+    is clean when they agree within their round-off and a share of the threshold; ``None`` unless
+    exactly one side is. The result can clear a probe, never condemn one: its truncation is bounded by
+    ``|F − G|``, not confirmed at two steps as a central gap must be."""
+    h, s = first.step, quarter.step
+    size = max(first.loss_size, quarter.loss_size, double.loss_size, abs(j0))
+    r = ev.roundoff(h, size)  # a central difference's bound at h; one loss is off by at most r·h/2
+    noise_f, noise_g = 2 * r, (32 / 12) * r * h / (2 * s)
+    share = TOLERANCES.agreement_share * threshold * 2 * reference
+    found = []
+    for sign, jh, js, j2h in ((1, first.j_plus, quarter.j_plus, double.j_plus),
+                              (-1, first.j_minus, quarter.j_minus, double.j_minus)):
+        f = sign * (-3 * j0 + 4 * jh - j2h) / (2 * h)
+        g = sign * (16 * js - jh - 15 * j0) / (12 * s)
+        if abs(f - g) <= noise_f + noise_g + share:
+            found.append((f, abs(f - g)))
+    if len(found) != 1 or not math.isfinite(found[0][0]):
+        return None
+    estimate, truncation = found[0]
+    gap = abs(analytic - estimate)
+    return Settled(analytic, first.numeric, gap, gap + noise_f + truncation, 0.0, True, "one-sided", estimate)
 
 
 # --------------------------------------------------------------------------------------------

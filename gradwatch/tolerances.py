@@ -30,8 +30,10 @@ class Tolerances:
     #: The chance, per tensor and check, that a direction check calls right an error exactly at the
     #: threshold (the sampling risk of random projections; larger errors are missed far less often).
     false_pass_rate: float = 1e-4
-    #: A probe is re-measured when its gap plus noise exceeds this share of the threshold.
+    #: A probe is re-measured when its gap plus noise exceeds this share of a threshold-sized gap.
     suspicious_share: float = 0.1
+    #: A direction probe whose noise exceeds this share of a threshold-sized gap is replaced by a fresh one.
+    useful_noise_share: float = 0.2
     #: The re-measurement divides the step by this, at most ``refine_levels`` times.
     refine_ratio: float = 4.0
     refine_levels: int = 4
