@@ -46,6 +46,8 @@ __all__ = ["CheckResult", "ParamCheck", "check_gradients"]
 _LOCK = threading.RLock()
 #: At most this many suspicious probes per check are measured twice at the same step (randomness).
 _REPEATS = 3
+#: Screens may always use this much working memory, whatever the size of the largest tensor.
+_SCREEN_MEMORY_FLOOR = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -256,11 +258,25 @@ def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
 
 @dataclass(frozen=True)
 class _Screen:
-    """One joint probe over a group of tensors: each tensor moved by its own per-entry step."""
+    """One joint probe over a group of tensors, each tensor moved by its own per-entry step, measured at
+    two steps (1 and ½ of the weights) and extrapolated (Richardson): truncation drops out, so the
+    screen can take larger steps and resolve every tensor at once."""
 
     steps: Dict[str, float]
     analytic: float
-    measurement: Measurement
+    coarse: Measurement
+    fine: Measurement
+
+    @property
+    def numeric(self) -> float:
+        return (4 * self.fine.numeric - self.coarse.numeric) / 3
+
+
+def _screen_bounds(ctx: _Context, screens: Sequence[_Screen]) -> List[float]:
+    """Each screen's gap plus its round-off (the extrapolation triples a central difference's)."""
+    size = abs(ctx.j0)
+    return [abs(sc.analytic - sc.numeric)
+            + 3 * ctx.ev.roundoff(1.0, max(sc.coarse.loss_size, sc.fine.loss_size, size)) for sc in screens]
 
 
 def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
@@ -270,18 +286,15 @@ def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
     if ctx.epsilon is not None:
         return own
     weight = math.exp(sum(math.log(own[s.name] * ctx.references[s.name]) for s in group) / len(group))
-    r = TOLERANCES.screen_weight_range
-    return {s.name: min(max(weight / ctx.references[s.name], own[s.name] / r), own[s.name] * r) for s in group}
+    r, grow = TOLERANCES.screen_weight_range, TOLERANCES.screen_step_growth
+    return {s.name: grow * min(max(weight / ctx.references[s.name], own[s.name] / r), own[s.name] * r) for s in group}
 
 
 def _cleared(ctx: _Context, group: Sequence[Slot], screens: Sequence[_Screen]) -> Set[str]:
     """The tensors of ``group`` whose relative difference the screens bound below the threshold."""
     if len(screens) < TOLERANCES.screens_first:
         return set()
-    bounds = [
-        abs(sc.analytic - sc.measurement.numeric) + ctx.ev.roundoff(1.0, max(sc.measurement.loss_size, abs(ctx.j0)))
-        for sc in screens
-    ]
+    bounds = _screen_bounds(ctx, screens)
     out = set()
     for s in group:
         step = screens[0].steps[s.name]
@@ -297,10 +310,11 @@ def _screen_group(ctx: _Context, group: Sequence[Slot]) -> List[_Screen]:
     with Workspace(ctx.params, group) as ws:
         for _ in range(TOLERANCES.screens_max):
             probe = Probe.of([(random_direction(s, 0, s.size, ctx.rng), steps[s.name]) for s in group])
-            m = measure(ctx.ev, ws, probe, 1.0)
-            if m is None:
+            coarse = measure(ctx.ev, ws, probe, 1.0)
+            fine = None if coarse is None else measure(ctx.ev, ws, probe, 0.5)
+            if coarse is None or fine is None:
                 break
-            screens.append(_Screen(steps, probe.analytic, m))
+            screens.append(_Screen(steps, probe.analytic, coarse, fine))
             if len(screens) >= TOLERANCES.screens_first and len(_cleared(ctx, group, screens)) == len(group):
                 break
             if len(screens) >= TOLERANCES.screens_first and not _more_screens_help(ctx, group, screens):
@@ -313,7 +327,7 @@ def _more_screens_help(ctx: _Context, group: Sequence[Slot], screens: Sequence[_
     k, k_max = len(screens), TOLERANCES.screens_max
     if k >= k_max:
         return False
-    bounds = [abs(sc.analytic - sc.measurement.numeric) for sc in screens]
+    bounds = [abs(sc.analytic - sc.numeric) for sc in screens]
     cleared = _cleared(ctx, group, screens)
     typical = math.sqrt(math.fsum(b * b for b in bounds) / k)
     for s in group:
@@ -328,9 +342,10 @@ def _more_screens_help(ctx: _Context, group: Sequence[Slot], screens: Sequence[_
 
 def _groups(slots: Sequence[Slot]) -> List[List[Slot]]:
     """Slots screened together, so that the working memory of a screen (a saved or float64 copy and a
-    byte of direction per entry) stays within twice the largest tensor (or what that tensor alone needs)."""
+    byte of direction per entry) stays within twice the largest tensor (or what that tensor alone
+    needs, or 32 MiB: small models are screened in one go)."""
     need = {s.name: 9 * s.size for s in slots}
-    limit = max([2 * s.array.nbytes for s in slots] + list(need.values()) + [1])
+    limit = max([2 * s.array.nbytes for s in slots] + list(need.values()) + [_SCREEN_MEMORY_FLOOR])
     groups: List[List[Slot]] = []
     used = 0
     for s in slots:
@@ -395,8 +410,7 @@ def _note(judgement: Judgement, outcome: _Outcome, reason: str, located: Optiona
 def _screened(slot: Slot, ctx: _Context, screens: Sequence[_Screen]) -> ParamCheck:
     threshold = ctx.thresholds[slot.name]
     step = screens[0].steps[slot.name]
-    bounds = [abs(sc.analytic - sc.measurement.numeric) + ctx.ev.roundoff(1.0, max(sc.measurement.loss_size, abs(ctx.j0)))
-              for sc in screens]
+    bounds = _screen_bounds(ctx, screens)
     upper = direction_upper([b / step for b in bounds], ctx.references[slot.name])
     return ParamCheck(
         name=slot.name, shape=slot.shape, difference=upper, passed=True, checked=slot.size, worst_index=None,
@@ -571,7 +585,7 @@ def _result(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _Outcome],
     n = np.concatenate([outcomes[n].probes.numeric for n in outcomes] + [np.zeros(0)])
     group_screens = {id(v): v for v in screens.values()}.values()
     scr_a = [sc.analytic for g in group_screens for sc in g]
-    scr_n = [sc.measurement.numeric for g in group_screens for sc in g]
+    scr_n = [sc.numeric for g in group_screens for sc in g]
     if a.size:
         difference = relative_difference(a, n)
     elif scr_a:
