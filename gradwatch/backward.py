@@ -17,6 +17,7 @@ import numpy as np
 
 from .check import CheckResult, check_gradients
 from .errors import GradWatchError
+from .inputs import Guard
 from .numerics import named_tensors
 
 Inputs = Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
@@ -281,9 +282,20 @@ def check_backward(
         raise TypeError(f"backward must be callable, backward(inputs, dout) -> gradients; got {type(backward).__name__}")
     pairs = _inputs(inputs)
     seed = _validate_seed(seed)
-    out = _checked_output(forward, inputs)
-    douts = _drawn_dout(out, seed) if dout is None else _given_dout(out, dout)
-    grads = _gradients(backward(inputs, out.rebuild([d.copy() for d in douts])), pairs)
+    guard = Guard(inputs)
+    try:
+        out = _checked_output(forward, inputs)
+        douts = _drawn_dout(out, seed) if dout is None else _given_dout(out, dout)
+        grads = _gradients(backward(inputs, out.rebuild([d.copy() for d in douts])), pairs)
+    finally:
+        changed = guard.changed()
+        if changed:
+            guard.restore()
+    if changed:
+        raise GradWatchError(
+            f"forward or backward changed inputs {', '.join(repr(n) for n in changed)} (in place, or by replacing "
+            "the array); a layer must leave its inputs as it found them. They were restored."
+        )
     scalar = _scalar(out, douts)
 
     def loss_fn(q: Any) -> float:

@@ -21,7 +21,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .inputs import Grads, Params, Sample, Slot, Workspace, build_slots, validate_positive, validate_sample, validate_seed
+from .errors import DropoutActiveError, GradWatchError
+from .inputs import (
+    Grads,
+    Guard,
+    Params,
+    Sample,
+    Slot,
+    Workspace,
+    build_slots,
+    validate_positive,
+    validate_sample,
+    validate_seed,
+)
 from .localise import Located, localise
 from .noise import (
     Judgement,
@@ -32,6 +44,7 @@ from .noise import (
     gap_is_small,
     judge,
     one_sided,
+    reference_norm,
     settle,
     why_unsure,
 )
@@ -58,7 +71,7 @@ class _Context:
     epsilon: Optional[float]
     thresholds: Dict[str, float]
     references: Dict[str, float]  # each tensor's ‖g‖, floored for near-zero gradients
-    floor_rms: float  # the floor per entry: zero_gradient_floor × the model's RMS gradient entry
+    model_rms: float  # the model's RMS gradient entry
     rng: np.random.Generator
 
 
@@ -104,7 +117,7 @@ def _refine(ctx: _Context, ws: Workspace, probe: Probe, first: Measurement, thre
     ev, a = ctx.ev, probe.analytic
     roundoff = ev.roundoff(first.step, max(first.loss_size, abs(ctx.j0)))
     if gap_is_small(a, first, roundoff, threshold, reference):
-        return settle(a, [first], ev, ctx.j0, threshold, reference)
+        return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate)
     if ev.repeats < _REPEATS:
         again = measure(ev, ws, probe, first.step)
         if again is not None:
@@ -122,7 +135,7 @@ def _refine(ctx: _Context, ws: Workspace, probe: Probe, first: Measurement, thre
         if agree(trail[-2], nxt, ev, a, threshold, reference):
             break
     j_base = _base_loss(ctx, ws) if len(trail) > 1 and ev.affords(1) else ctx.j0
-    settled = settle(a, trail, ev, j_base, threshold, reference)
+    settled = settle(a, trail, ev, j_base, threshold, reference, probe.coordinate)
     if len(trail) > 1 and (not settled.settled or settled.cause == "step") and ev.affords(2):
         # a kink within the first step: try the side of the point that does not cross it
         double = measure(ev, ws, probe, 2 * first.step)
@@ -138,7 +151,7 @@ def _runner(ctx: _Context, threshold: float, reference: float) -> Callable[[Work
         if first is None:
             return None
         if not careful:
-            return settle(probe.analytic, [first], ctx.ev, ctx.j0, threshold, reference)
+            return settle(probe.analytic, [first], ctx.ev, ctx.j0, threshold, reference, probe.coordinate)
         return _refine(ctx, ws, probe, first, threshold, reference)
 
     return run
@@ -188,7 +201,7 @@ def _coordinate_stage(ctx: _Context, slot: Slot, indices: np.ndarray, method: st
     threshold = ctx.thresholds[slot.name]
     ev = ctx.ev
     analytic = slot.grad[indices].astype(np.float64)
-    reference = max(float(np.linalg.norm(analytic)), ctx.floor_rms * math.sqrt(indices.size))
+    reference = reference_norm(float(np.linalg.norm(analytic)), int(indices.size), ctx.model_rms, slot.grad_precision)
     rms = reference / math.sqrt(max(1, indices.size))
     step = _step(ctx, slot, 1, rms)
     kinks = 0
@@ -285,9 +298,18 @@ def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
     own = {s.name: _step(ctx, s, s.size, ctx.references[s.name]) for s in group}
     if ctx.epsilon is not None:
         return own
-    weight = math.exp(sum(math.log(own[s.name] * ctx.references[s.name]) for s in group) / len(group))
     r, grow = TOLERANCES.screen_weight_range, TOLERANCES.screen_step_growth
-    return {s.name: grow * min(max(weight / ctx.references[s.name], own[s.name] / r), own[s.name] * r) for s in group}
+    sized = [own[s.name] * ctx.references[s.name] for s in group if ctx.references[s.name] > 0]
+    if not sized:  # every gradient exactly zero: nothing to weigh
+        return {s.name: grow * own[s.name] for s in group}
+    weight = math.exp(math.fsum(math.log(x) for x in sized) / len(sized))
+
+    def step(s: Slot) -> float:
+        ref = ctx.references[s.name]
+        wanted = weight / ref if ref > 0 else own[s.name] * r
+        return grow * min(max(wanted, own[s.name] / r), own[s.name] * r)
+
+    return {s.name: step(s) for s in group}
 
 
 def _cleared(ctx: _Context, group: Sequence[Slot], screens: Sequence[_Screen]) -> Set[str]:
@@ -397,8 +419,8 @@ def _note(judgement: Judgement, outcome: _Outcome, reason: str, located: Optiona
         parts.append(f"{outcome.kinks} measurement(s) sit on a kink at the point (ReLU at 0): the gradient lies "
                      "between the one-sided slopes, as a valid one-sided derivative does")
     if outcome.dropped:
-        parts.append(f"{outcome.dropped} direction(s) sat on a kink down to steps where round-off swamps them "
-                     "and were replaced by fresh ones")
+        parts.append(f"{outcome.dropped} direction(s) could not be measured finely enough (a kink within the step, "
+                     "or round-off) and were replaced by fresh ones")
     if located is not None and located.spread:
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
                      "a wrong axis, an off-by-one); the entry shown is one that carries a share of it")
@@ -474,12 +496,11 @@ def _context(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float, ep
     norms = {s.name: s.grad_norm() for s in slots}
     entries = sum(s.size for s in slots)
     rms = math.sqrt(math.fsum(v * v for v in norms.values() if math.isfinite(v)) / entries) if entries else 0.0
-    floor_rms = TOLERANCES.zero_gradient_floor * rms
     return _Context(
         ev=ev, params=params, j0=j0, epsilon=epsilon,
         thresholds={s.name: threshold if threshold is not None else threshold_for(s.array.dtype) for s in slots},
-        references={s.name: max(norms[s.name], floor_rms * math.sqrt(s.size)) for s in slots},
-        floor_rms=floor_rms, rng=np.random.default_rng(seed),
+        references={s.name: reference_norm(norms[s.name], s.size, rms, s.grad_precision) for s in slots},
+        model_rms=rms, rng=np.random.default_rng(seed),
     )
 
 
@@ -519,7 +540,31 @@ def check_gradients(
         raise TypeError(f"loss_fn must be callable, loss_fn(params) -> float; got {type(loss_fn).__name__}")
     slots = build_slots(params, grads)
     with _LOCK:
-        return _check(loss_fn, params, slots, sample, epsilon, threshold, seed, progress)
+        guard = Guard(params)
+        try:
+            result = _check(loss_fn, params, slots, sample, epsilon, threshold, seed, progress)
+        except DropoutActiveError:
+            _refuse_if_changed(guard)  # a loss that changes its parameters also gives new values
+            raise
+        except BaseException:
+            guard.restore()
+            raise
+        _refuse_if_changed(guard)
+        return result
+
+
+def _refuse_if_changed(guard: Guard) -> None:
+    """A loss_fn that changes the parameters it is handed (in place, or by rebinding a key) breaks the
+    check: put them back, and say so."""
+    changed = guard.changed()
+    if not changed:
+        return
+    restored = guard.restore()
+    raise GradWatchError(
+        f"loss_fn changed params {', '.join(repr(n) for n in changed)} (in place, or by replacing the array): "
+        "it must compute the loss from the mapping it is handed without modifying it. "
+        + ("The parameters were restored." if restored else "They could not all be restored (too large to copy).")
+    )
 
 
 def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sample: Sample, epsilon: Optional[float],

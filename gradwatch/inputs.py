@@ -10,6 +10,7 @@ of the mapping. The user's arrays are never replaced.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
@@ -65,8 +66,8 @@ def validate_seed(seed: Any) -> int:
 
 
 def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
-    """The loss as a Python float, and its NumPy dtype when it came as a NumPy float of another
-    precision than float64; a clear error for anything but a real scalar."""
+    """The loss as a Python float, and its NumPy dtype when it came as a NumPy float of another precision
+    than float64 (an integer dtype for an integer loss); a clear error for anything but a real scalar."""
     if type(value) is float:  # the common case first
         return value, None
     if isinstance(value, np.ndarray):
@@ -75,6 +76,8 @@ def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
         value = value.reshape(())[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise GradWatchError(f"loss_fn must return a real scalar; got {type(value).__name__}: {value!r:.60}")
+    if isinstance(value, (int, np.integer)):
+        return float(value), np.dtype(np.int64)  # quantised to whole units
     dtype = value.dtype if isinstance(value, np.floating) and value.dtype != np.float64 else None
     return float(value), dtype
 
@@ -85,17 +88,18 @@ def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
 
 def _convention(grads: Mapping[Any, Any], names: List[str]) -> Dict[str, Any]:
     """The key of each parameter's gradient: one convention ("d" + name, or the bare name) for all."""
-    prefixed = all("d" + n in grads for n in names)
-    bare = all(n in grads for n in names)
-    if prefixed and bare:
-        for n in names:
+    taken = set(names)
+    for n in names:
+        # "dW" can be the prefixed gradient of W, or, when dW is itself a parameter, its bare gradient
+        if "d" + n in grads and n in grads and "d" + n not in taken:
             a, b = grads["d" + n], grads[n]
             if a is not b and not np.array_equal(np.asarray(a), np.asarray(b)):
                 raise GradWatchError(
                     f"grads holds both {'d' + n!r} and {n!r} with different arrays: which one is the "
                     f"gradient of parameter {n!r} is ambiguous; pass one convention"
                 )
-        return {n: "d" + n for n in names}
+    prefixed = all("d" + n in grads for n in names)
+    bare = all(n in grads for n in names)
     if prefixed:
         return {n: "d" + n for n in names}
     if bare:
@@ -176,6 +180,11 @@ class Slot:
     @property
     def grad_finite(self) -> bool:
         return all(bool(np.isfinite(self.grad[i : i + CHUNK]).all()) for i in range(0, self.size, CHUNK))
+
+    @property
+    def grad_precision(self) -> float:
+        """The epsilon of the gradient's dtype (float64's for integer gradients)."""
+        return float(np.finfo(self.grad.dtype).eps) if self.grad.dtype.kind == "f" else float(np.finfo(np.float64).eps)
 
     def grad_chunk(self, lo: int, hi: int) -> np.ndarray:
         return self.grad[lo:hi].astype(np.float64, copy=False)
@@ -280,6 +289,51 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+class Guard:
+    """What ``params`` held before a check, to tell whether ``loss_fn`` changed it (it must not) and to
+    put it back. Arrays are copied up to ``copy_limit`` bytes in all; above that only checksums are
+    kept, so a change is named but cannot be undone."""
+
+    def __init__(self, params: Params, copy_limit: int = 64 << 20):
+        pairs = named_tensors(params)
+        keys: List[Any] = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
+        total = sum(int(a.nbytes) for _, a in pairs if isinstance(a, np.ndarray))
+        self.params = params
+        self.entries: List[Tuple[str, Any, Any, Optional[np.ndarray], int]] = [
+            (name, key, array, array.copy() if total <= copy_limit else None, _checksum(array))
+            for (name, array), key in zip(pairs, keys)
+            if isinstance(array, np.ndarray)
+        ]
+
+    def changed(self) -> List[str]:
+        """Names of the parameters that are no longer the same array, or no longer hold the same bytes."""
+        out = []
+        for name, key, array, _, checksum in self.entries:
+            if self.params[key] is not array or _checksum(array) != checksum:
+                out.append(name)
+        return out
+
+    def restore(self) -> bool:
+        """Put every parameter back (the same objects, the same bytes); whether that was possible."""
+        complete = True
+        for _, key, array, copy, checksum in self.entries:
+            if self.params[key] is not array and isinstance(self.params, MutableMapping):
+                self.params[key] = array
+            elif self.params[key] is not array and isinstance(self.params, list):
+                self.params[key] = array
+            if _checksum(array) != checksum:
+                if copy is not None and array.flags.writeable:
+                    np.copyto(array, copy)
+                else:
+                    complete = False
+        return complete and not self.changed()
+
+
+def _checksum(array: np.ndarray) -> int:
+    data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    return zlib.crc32(data.data)
 
 
 def chunks(lo: int, hi: int) -> Iterator[Tuple[int, int]]:

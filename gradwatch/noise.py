@@ -37,7 +37,7 @@ class Settled:
     bound: float  # gap + noise: the largest error the probe could hide
     unexplained: float  # |gap| − noise, at least 0: the error it shows for certain
     settled: bool  # two estimates agreed, or the first was clean, or a kink at the point explains it
-    cause: str = ""  # "kink" (at the point), "step" (a smaller step removed a disturbance), "one-sided"
+    cause: str = ""  # "kink" (accepted), "corner" (a kink at the point: unsettled), "step", "one-sided"
     last: float = math.nan  # the last estimate (the one the bounds are about)
 
 
@@ -55,11 +55,11 @@ def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, thresh
     return bool(abs(a.numeric - b.numeric) <= slack + share)
 
 
-def _kink_at_point(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float) -> bool:
-    """A kink exactly at the point: one-sided slopes differ by the same jump at the last two steps, and
-    the analytic number lies between them (a valid one-sided derivative)."""
+def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> Optional[Tuple[float, float, float]]:
+    """A kink exactly at the point: one-sided slopes differ by the same jump at the last two steps.
+    Returns ``(lower slope, upper slope, slack)`` at the last step, or ``None``."""
     if len(trail) < 2:
-        return False
+        return None
     first, last = trail[-2], trail[-1]
     noise = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
 
@@ -69,15 +69,28 @@ def _kink_at_point(analytic: float, trail: Sequence[Measurement], ev: Evaluator,
     f1, b1 = slopes(first)
     f2, b2 = slopes(last)
     jump1, jump2 = abs(f1 - b1), abs(f2 - b2)
-    steady = jump2 > 8 * noise and abs(jump2 - jump1) <= 0.25 * jump2
-    slack = 2 * noise + 0.25 * jump2 * (last.step / first.step)
-    return steady and min(f2, b2) - slack <= analytic <= max(f2, b2) + slack
+    if not (jump2 > 8 * noise and abs(jump2 - jump1) <= 0.25 * jump2):
+        return None
+    return min(f2, b2), max(f2, b2), 2 * noise + 0.25 * jump2 * (last.step / first.step)
+
+
+def _kink_explains(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, coordinate: bool) -> str:
+    """``"kink"`` when a single entry sits on a kink at the point and its gradient lies between the one-sided
+    slopes (a valid one-sided derivative: accepted); ``"corner"`` when a kink sits at the point otherwise
+    (a direction over many entries: the kink may hide an error elsewhere, so nothing is proved either
+    way); ``""`` when there is no kink at the point."""
+    corner = _corner_at_point(trail, ev, j0)
+    if corner is None:
+        return ""
+    lower, upper, slack = corner
+    return "kink" if coordinate and lower - slack <= analytic <= upper + slack else "corner"
 
 
 def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, threshold: float,
-           reference: float) -> Settled:
+           reference: float, coordinate: bool = False) -> Settled:
     """Turn a probe's measurements (first step first) into bounds. ``j0`` is the loss at the unperturbed
-    point as ``loss_fn`` sees this probe's tensors (for one-sided slopes)."""
+    point as ``loss_fn`` sees this probe's tensors (for one-sided slopes); ``coordinate`` for a probe
+    along one entry."""
     first, last = trail[0], trail[-1]
     roundoff = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
     gap = abs(analytic - last.numeric)
@@ -89,17 +102,17 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
         return Settled(analytic, first.numeric, gap, gap + roundoff, 0.0, clean, "", last.numeric)
     previous = trail[-2]
     moved = abs(last.numeric - previous.numeric)
-    if agree(previous, last, ev, analytic, threshold, reference):
-        # what the last estimate may still carry of truncation: Richardson's estimate, doubled
-        noise = roundoff + 2 * moved / (TOLERANCES.refine_ratio ** 2 - 1)
-        if gap > noise and _kink_at_point(analytic, trail, ev, j0):
-            return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink", last.numeric)
-        moved_before = len(trail) > 2 and abs(first.numeric - last.numeric) > noise
-        return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True,
-                       "step" if moved_before else "", last.numeric)
-    if _kink_at_point(analytic, trail, ev, j0):
+    agreed = agree(previous, last, ev, analytic, threshold, reference)
+    # what the last estimate may still carry of truncation: Richardson's estimate, doubled
+    noise = roundoff + 2 * moved / (TOLERANCES.refine_ratio ** 2 - 1) if agreed else roundoff + moved
+    kink = _kink_explains(analytic, trail, ev, j0, coordinate) if gap > noise or not agreed else ""
+    if kink == "kink":
         return Settled(analytic, first.numeric, gap, 2 * roundoff, 0.0, True, "kink", last.numeric)
-    return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False, "", last.numeric)
+    if kink == "corner" or not agreed:
+        return Settled(analytic, first.numeric, gap, gap + noise, 0.0, False, kink, last.numeric)
+    moved_before = len(trail) > 2 and abs(first.numeric - last.numeric) > noise
+    return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True,
+                   "step" if moved_before else "", last.numeric)
 
 
 def one_sided(analytic: float, first: Measurement, quarter: Measurement, double: Measurement, ev: Evaluator,
@@ -132,6 +145,19 @@ def one_sided(analytic: float, first: Measurement, quarter: Measurement, double:
 
 # --------------------------------------------------------------------------------------------
 # The verdict
+
+
+def reference_norm(norm: float, entries: int, model_rms: float, grad_precision: float) -> float:
+    """The size a tensor's errors are measured against: its gradient's norm, except for a gradient that
+    is zero up to round-off (per entry below ``zero_roundoff`` × its precision × the model's RMS
+    gradient entry). An exactly-zero true gradient computes as round-off, formula (2) is then near 1
+    whatever is measured, so such a tensor is measured against ``zero_gradient_floor`` × the model's
+    RMS entry instead. Any gradient above round-off keeps its own size: small is not zero."""
+    if entries == 0:
+        return norm
+    if norm / math.sqrt(entries) <= TOLERANCES.zero_roundoff * grad_precision * model_rms:
+        return max(norm, TOLERANCES.zero_gradient_floor * model_rms * math.sqrt(entries))
+    return norm
 
 
 def chi2_lower_quantile(k: int, alpha: float) -> float:
@@ -236,6 +262,8 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
         float(np.linalg.norm(noise)), reference)
     noisy = upper_noise >= 0.5 * threshold
+    if noisy and ev.resolution > 0:
+        return "the loss comes back as an integer, so it changes in whole units only: return it as a float"
     if noisy and ev.precision > 2 * _EPS64:
         return ("the loss comes back in low precision (float32 or less), so its round-off swamps the changes a "
                 "step makes: return the loss in float64 (e.g. float(np.sum(..., dtype=np.float64)))")

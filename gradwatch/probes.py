@@ -49,6 +49,7 @@ class Evaluator:
         self._f16 = True
         self._distinct: Set[float] = set()  # up to three distinct values: the representability test needs them
         self.base_losses: List[float] = []
+        self.resolution = 0.0  # an absolute floor on the loss's noise: 1 for a loss returned as an integer
         self.repeats = 0  # probes measured twice at the same step
 
     def affords(self, n: int) -> bool:
@@ -57,7 +58,9 @@ class Evaluator:
     def __call__(self, mapping: Any) -> float:
         value, dtype = as_loss(self.loss_fn(mapping))
         self.count += 1
-        if dtype is not None and (self.loss_dtype is None or dtype.itemsize < self.loss_dtype.itemsize):
+        if dtype is not None and dtype.kind != "f":
+            self.resolution = 1.0
+        elif dtype is not None and (self.loss_dtype is None or dtype.itemsize < self.loss_dtype.itemsize):
             self.loss_dtype = dtype
         if self._f32 and math.isfinite(value):
             self._f32 = float(np.float32(value)) == value
@@ -103,7 +106,7 @@ class Evaluator:
     def roundoff(self, step: float, loss_size: Any) -> Any:
         """Bound on the round-off (and jitter) of a central difference at this step, in derivative units
         (``loss_size`` a float or an array of them)."""
-        return (TOLERANCES.roundoff * self.precision * loss_size + self.jitter) / step
+        return (TOLERANCES.roundoff * self.precision * loss_size + self.jitter + self.resolution) / step
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,6 +172,11 @@ class Probe:
     @property
     def single(self) -> Direction:
         return self.parts[0][0]
+
+    @property
+    def coordinate(self) -> bool:
+        """Whether the probe moves one entry only."""
+        return len(self.parts) == 1 and self.parts[0][0].codes is None
 
 
 @dataclass(frozen=True)

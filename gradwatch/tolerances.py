@@ -44,8 +44,10 @@ class Tolerances:
     max_step_growth: float = 16.0
     #: A step is large enough when round-off is below ``1 / resolution`` of a threshold-sized gap.
     resolution: float = 20.0
-    #: A tensor whose gradient is below this share of the model's RMS gradient entry is judged
-    #: against that floor instead of its own (near-zero) size.
+    #: A gradient whose entries are below ``zero_roundoff`` × its dtype's epsilon × the model's RMS
+    #: gradient entry is zero up to round-off; it is judged against ``zero_gradient_floor`` × that RMS
+    #: entry instead of its own (round-off) size.
+    zero_roundoff: float = 1e3
     zero_gradient_floor: float = 1e-2
     #: Direction probes per tensor: first batch and most.
     probes_first: int = 2

@@ -385,3 +385,15 @@ def test_a_loss_layer_whose_backward_ignores_dout_passes_with_dout_one():
 
     assert check_backward(layer.forward, backward, layer.inputs, dout=1.0, seed=0).passed
     assert check_backward(layer.forward, backward, layer.inputs, seed=0).failed == ("x",)
+
+
+def test_a_backward_that_changes_its_inputs_is_named_and_they_are_restored():
+    x = np.arange(6.0).reshape(2, 3)
+
+    def backward(q, dout):
+        q["x"] *= 2
+        return {"dx": dout}
+
+    with pytest.raises(GradWatchError, match="changed inputs 'x'"):
+        check_backward(lambda q: q["x"] * 1.0, backward, {"x": x}, seed=0)
+    assert np.array_equal(x, np.arange(6.0).reshape(2, 3))

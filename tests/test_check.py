@@ -650,3 +650,79 @@ def test_property_a_planted_error_above_the_threshold_is_never_called_right(dtyp
     grads = {k: v.astype(dtype) for k, v in grads.items()}
     result = check_gradients(sin_loss(scales, offset), params, grads, seed=seed)
     assert result.per_param[target].verdict != "right", str(result)
+
+
+# ------------------------------------------------------------------ found by a hostile trial
+
+
+def test_a_kink_at_another_entry_does_not_hide_an_error():
+    w = np.random.default_rng(0).standard_normal((20, 20))
+    w[0, 0] = 0.0  # on the kink of |w|
+
+    def loss(p):
+        return float(10 * np.sum(np.abs(p["W"])) + 0.5 * np.sum(p["W"] ** 2))
+
+    grads = 10 * np.sign(w) + w
+    grads[5, 5] += 0.3
+    for seed in range(3):
+        assert check_gradients(loss, {"W": w}, {"dW": grads}, seed=seed).per_param["W"].verdict != "right"
+
+
+def test_a_small_but_nonzero_gradient_is_judged_against_its_own_size():
+    rng = np.random.default_rng(0)
+    a, c = rng.standard_normal(64), rng.standard_normal(8)
+    params = {"W": np.zeros((8, 8)), "b": np.zeros(8)}
+
+    def loss(p):
+        return float(a @ p["W"].ravel() + 1e-4 * (c @ p["b"]))
+
+    wrong = {"dW": a.reshape(8, 8), "db": 1e-4 * c * (1 + 1e-5)}  # db off by 1e-5: formula (2) 5e-6
+    assert check_gradients(loss, params, wrong, seed=0).per_param["b"].verdict == "wrong"
+    right = {"dW": a.reshape(8, 8), "db": 1e-4 * c}
+    assert check_gradients(loss, params, right, seed=0).per_param["b"].verdict == "right"
+
+
+def test_an_all_zero_gradient_is_wrong_not_a_crash():
+    w = np.random.default_rng(0).standard_normal((11, 11))
+    result = check_gradients(lambda p: float(np.sum(p["W"] ** 2)), {"W": w}, {"dW": np.zeros_like(w)}, seed=0)
+    assert result.failed == ("W",)
+
+
+def test_a_loss_that_changes_its_parameters_is_named_and_they_are_restored():
+    w = np.ones((2, 2))
+    params = {"W": w}
+
+    def loss(p):
+        value = float(np.sum(p["W"] ** 2))
+        p["W"] += 1e-3
+        return value
+
+    with pytest.raises(GradWatchError, match="loss_fn changed params 'W'.*restored"):
+        check_gradients(loss, params, {"dW": 2 * w}, seed=0)
+    assert params["W"] is w and np.all(w == 1.0)
+
+
+def test_a_loss_that_rebinds_a_parameter_is_named_and_the_array_put_back():
+    w = np.ones((2, 2))
+    params = {"W": w}
+
+    def loss(p):
+        value = float(np.sum(p["W"] ** 2))
+        p["W"] = p["W"] * 2
+        return value
+
+    with pytest.raises(GradWatchError, match="changed params 'W'"):
+        check_gradients(loss, params, {"dW": 2 * w}, seed=0)
+    assert params["W"] is w and np.all(w == 1.0)
+
+
+def test_an_integer_loss_is_inconclusive_not_wrong():
+    w = np.random.default_rng(0).standard_normal((3, 4)) * 10
+    result = check_gradients(lambda p: int(np.sum(p["W"] ** 2)), {"W": w}, {"dW": 2 * w}, seed=0)
+    assert result.verdict == "inconclusive" and "integer" in str(result)
+
+
+def test_a_gradient_under_both_key_conventions_with_different_arrays_is_ambiguous():
+    w = np.ones((2, 2))
+    with pytest.raises(GradWatchError, match="'dW' and 'W'"):
+        check_gradients(lambda p: 0.0, {"W": w, "b": np.ones(2)}, {"dW": w, "W": 2 * w, "db": np.ones(2)})
