@@ -60,7 +60,7 @@ _LOCK = threading.RLock()
 #: At most this many suspicious probes per check are measured twice at the same step (randomness).
 _REPEATS = 3
 #: Screens may always use this much working memory, whatever the size of the largest tensor.
-_SCREEN_MEMORY_FLOOR = 32 << 20
+_SCREEN_MEMORY_FLOOR = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,7 @@ def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
             if first is None:
                 break
             s = _refine(ctx, ws, probe, first, threshold, reference)
+            del probe  # its direction goes before the next one is drawn
             (kept if _useful(s, threshold, reference) else dropped).append(s)
             if s.cause != "one-sided" and (s.cause == "step" or not _useful(s, threshold, reference)):
                 # a kink within the step: fresh directions at a smaller step, while round-off allows
@@ -272,8 +273,8 @@ def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
 @dataclass(frozen=True)
 class _Screen:
     """One joint probe over a group of tensors, each tensor moved by its own per-entry step, measured at
-    two steps (1 and ½ of the weights) and extrapolated (Richardson): truncation drops out, so the
-    screen can take larger steps and resolve every tensor at once."""
+    two steps (1 and ½ of the weights) and extrapolated (Richardson): truncation, which grows with the
+    number of tensors moved at once, drops out, so one screen resolves every tensor."""
 
     steps: Dict[str, float]
     analytic: float
@@ -298,16 +299,16 @@ def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
     own = {s.name: _step(ctx, s, s.size, ctx.references[s.name]) for s in group}
     if ctx.epsilon is not None:
         return own
-    r, grow = TOLERANCES.screen_weight_range, TOLERANCES.screen_step_growth
+    r = TOLERANCES.screen_weight_range
     sized = [own[s.name] * ctx.references[s.name] for s in group if ctx.references[s.name] > 0]
     if not sized:  # every gradient exactly zero: nothing to weigh
-        return {s.name: grow * own[s.name] for s in group}
+        return dict(own)
     weight = math.exp(math.fsum(math.log(x) for x in sized) / len(sized))
 
     def step(s: Slot) -> float:
         ref = ctx.references[s.name]
         wanted = weight / ref if ref > 0 else own[s.name] * r
-        return grow * min(max(wanted, own[s.name] / r), own[s.name] * r)
+        return min(max(wanted, own[s.name] / r), own[s.name] * r)
 
     return {s.name: step(s) for s in group}
 
@@ -337,6 +338,7 @@ def _screen_group(ctx: _Context, group: Sequence[Slot]) -> List[_Screen]:
             if coarse is None or fine is None:
                 break
             screens.append(_Screen(steps, probe.analytic, coarse, fine))
+            del probe  # its direction (a byte per entry) goes before the next one is drawn
             if len(screens) >= TOLERANCES.screens_first and len(_cleared(ctx, group, screens)) == len(group):
                 break
             if len(screens) >= TOLERANCES.screens_first and not _more_screens_help(ctx, group, screens):
@@ -365,7 +367,7 @@ def _more_screens_help(ctx: _Context, group: Sequence[Slot], screens: Sequence[_
 def _groups(slots: Sequence[Slot]) -> List[List[Slot]]:
     """Slots screened together, so that the working memory of a screen (a saved or float64 copy and a
     byte of direction per entry) stays within twice the largest tensor (or what that tensor alone
-    needs, or 32 MiB: small models are screened in one go)."""
+    needs, or 8 MiB: small models are screened in one go)."""
     need = {s.name: 9 * s.size for s in slots}
     limit = max([2 * s.array.nbytes for s in slots] + list(need.values()) + [_SCREEN_MEMORY_FLOOR])
     groups: List[List[Slot]] = []

@@ -10,7 +10,6 @@ of the mapping. The user's arrays are never replaced.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
@@ -267,6 +266,30 @@ class Workspace:
                 self.saved[key] = (slot, np.array(slot.array.flat[lo:hi]))
             slot.array.flat[lo:hi] = values
 
+    def target(self, slot: Slot, lo: int, hi: int) -> Optional[np.ndarray]:
+        """A writable float64 view of entries ``[lo, hi)`` that ``loss_fn`` sees (their original values saved
+        first); ``None`` for a non-contiguous array, which is written through :meth:`write`."""
+        key = (slot.name, lo, hi)
+        if not slot.in_place:
+            self.saved.setdefault(key, (slot, None))
+            return self.work[slot.name][lo:hi]
+        if not slot.array.flags.c_contiguous:
+            return None
+        target = slot.array.reshape(-1)[lo:hi]
+        if key not in self.saved:
+            self.saved[key] = (slot, target.copy())
+        return target
+
+    def base_view(self, slot: Slot, lo: int, hi: int) -> np.ndarray:
+        """The unperturbed entries ``[lo, hi)`` without a copy: the saved values, or the user's own array
+        (in its dtype: float32 entries widen exactly when added to float64)."""
+        entry = self.saved.get((slot.name, lo, hi))
+        if entry is not None and entry[1] is not None:
+            return entry[1]
+        if slot.array.flags.c_contiguous:
+            return slot.array.reshape(-1)[lo:hi]
+        return slot.values(lo, hi)
+
     def base(self, slot: Slot, lo: int, hi: int) -> np.ndarray:
         """The unperturbed float64 entries ``[lo, hi)`` of ``slot``, whatever has been written since."""
         entry = self.saved.get((slot.name, lo, hi))
@@ -293,15 +316,16 @@ class Workspace:
 
 class Guard:
     """What ``params`` held before a check, to tell whether ``loss_fn`` changed it (it must not) and to
-    put it back. Arrays are copied up to ``copy_limit`` bytes in all; above that only checksums are
-    kept, so a change is named but cannot be undone."""
+    put it back. Arrays are copied up to ``copy_limit`` bytes in all (1 MiB: small models); above that
+    only checksums are kept, so that the check's memory stays within its budget: a change is then
+    named but cannot be undone. Replaced arrays are always put back."""
 
-    def __init__(self, params: Params, copy_limit: int = 64 << 20):
+    def __init__(self, params: Params, copy_limit: int = 1 << 20):
         pairs = named_tensors(params)
         keys: List[Any] = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
         total = sum(int(a.nbytes) for _, a in pairs if isinstance(a, np.ndarray))
         self.params = params
-        self.entries: List[Tuple[str, Any, Any, Optional[np.ndarray], int]] = [
+        self.entries: List[Tuple[str, Any, Any, Optional[np.ndarray], Tuple[int, int]]] = [
             (name, key, array, array.copy() if total <= copy_limit else None, _checksum(array))
             for (name, array), key in zip(pairs, keys)
             if isinstance(array, np.ndarray)
@@ -331,9 +355,12 @@ class Guard:
         return complete and not self.changed()
 
 
-def _checksum(array: np.ndarray) -> int:
-    data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-    return zlib.crc32(data.data)
+def _checksum(array: np.ndarray) -> Tuple[int, int]:
+    """A fingerprint of an array's bytes (their sum and xor as 64-bit words): cheap, and any change a
+    loss makes to the numbers shows in it."""
+    data = np.ascontiguousarray(array).reshape(-1)
+    words = data.view(np.uint64) if data.nbytes % 8 == 0 and data.nbytes else data.view(np.uint8)
+    return int(np.add.reduce(words, dtype=np.uint64)), int(np.bitwise_xor.reduce(words)) if words.size else 0
 
 
 def chunks(lo: int, hi: int) -> Iterator[Tuple[int, int]]:

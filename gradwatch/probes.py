@@ -139,6 +139,16 @@ class Direction:
         v *= DIRECTION_SCALE
         return v
 
+    def fill(self, out: np.ndarray, c0: int, c1: int, scale: float) -> None:
+        """Write ``scale`` × the direction's entries ``[c0, c1)`` into ``out`` (float64), allocating nothing."""
+        if self.codes is None:
+            out[...] = scale
+        elif self.codes.dtype != np.int8:
+            np.multiply(self.codes[c0 - self.lo : c1 - self.lo], scale, out=out)
+        else:
+            np.multiply(self.codes[c0 - self.lo : c1 - self.lo], 2.0 * DIRECTION_SCALE * scale, out=out)
+            out += DIRECTION_SCALE * scale
+
     def analytic(self) -> float:
         """The user's gradient along this direction."""
         if self.codes is None:
@@ -194,12 +204,18 @@ class Measurement:
 
 
 def _displace(ws: Workspace, probe: Probe, step: float) -> None:
+    """Set every part of the probe to base + step × weight × direction, in float64, chunk by chunk."""
     for d, w in probe.parts:
         for c0, c1 in chunks(d.lo, d.hi):
-            vals = d.values(c0, c1)
-            vals *= step * w
-            vals += ws.base(d.slot, c0, c1)
-            ws.write(d.slot, c0, c1, vals)
+            out = ws.target(d.slot, c0, c1)
+            if out is None:  # a non-contiguous array: through a buffer
+                vals = d.values(c0, c1)
+                vals *= step * w
+                vals += ws.base(d.slot, c0, c1)
+                ws.write(d.slot, c0, c1, vals)
+                continue
+            d.fill(out, c0, c1, step * w)
+            out += ws.base_view(d.slot, c0, c1)
 
 
 def measure(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional[Measurement]:

@@ -57,8 +57,6 @@ class Tolerances:
     screens_max: int = 4
     #: Per-tensor weights in a screen may move a step by at most this factor either way.
     screen_weight_range: float = 4.0
-    #: Screens are extrapolated from two steps (truncation drops out), so they step this much further.
-    screen_step_growth: float = 4.0
     #: Loss evaluations for ``sample="auto"``: ``max(budget, budget_per_tensor × tensors)``.
     budget: int = 400
     budget_per_tensor: int = 20

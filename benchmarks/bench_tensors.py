@@ -1,0 +1,151 @@
+"""Cost against the number of tensors, the passing check's overhead, and float32 memory (issue 11).
+
+Measured side by side in one run (BLAS on one thread):
+
+1. Growth: MLPs of width 64 and 1…32 hidden layers (4…66 tensors), tanh, batch 32. For each depth:
+   loss evaluations of gradwatch's default check on the correct model, with one wrong entry in W1
+   (named alone? located?) and with every tensor wrong (x1.01: all named?), against the documents'
+   full loop (2 per parameter), cs231n-style sampling (10 coordinates per tensor: 20 per tensor),
+   scipy's check_grad(direction="random") (2) and torch gradcheck fast mode.
+2. Overhead: the 784-1024-512-10 ReLU MLP (batch 32): median seconds of a passing default check
+   against scipy's check_grad(direction="random") on the same model (its gradient call is our
+   backward), and against the time of the loss evaluations the check made.
+3. float32 memory: an MLP with three large float32 tensors; tracemalloc peak over the largest
+   tensor's bytes (target <= 2.5).
+
+    python benchmarks/bench_tensors.py            # ~3 min
+    python benchmarks/bench_tensors.py --depths 1,4,16 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import tracemalloc
+
+import _models as M  # first: pins the BLAS threads
+import numpy as np
+
+import _peers as P
+from gradwatch import check_gradients
+
+
+def growth(depths, seeds):
+    rows = []
+    for depth in depths:
+        sizes = [64] * (depth + 1) + [10]
+        m = M.mlp(sizes, "tanh", seed=0, batch=32)
+        correct = m.backward(m.params)
+        passing, entry, named_alone, located, every, all_named = [], [], 0, 0, [], 0
+        for seed in range(seeds):
+            r = check_gradients(m.loss, m.params, correct, seed=seed)
+            passing.append(r.loss_evaluations if r.passed else float("nan"))
+            planted = M.plant(m, correct, "entry", np.random.default_rng(seed))
+            r = check_gradients(m.loss, m.params, planted.grads, seed=seed)
+            entry.append(r.loss_evaluations)
+            named_alone += r.failed == ("W1",)
+            located += r.per_param["W1"].worst_index == planted.index
+            wrong = {k: v * 1.01 for k, v in correct.items()}
+            r = check_gradients(m.loss, m.params, wrong, seed=seed)
+            every.append(r.loss_evaluations)
+            all_named += len(r.failed) == len(m.params)
+        torch = P.torch_fast(m, correct, 0).evals
+        rows.append([
+            len(m.params), f"{m.size:,}", f"{statistics.median(passing):.0f} (max {max(passing):.0f})",
+            f"{statistics.median(entry):.0f}", f"{named_alone}/{seeds}, {located}/{seeds}",
+            f"{statistics.median(every):.0f} / {max(400, 20 * len(m.params))}", f"{all_named}/{seeds}",
+            f"{2 * m.size:,}", 20 * len(m.params), 2, torch,
+        ])
+    header = ["tensors", "params", "gradwatch passing", "gradwatch one wrong entry", "named alone, located",
+              "every tensor wrong (x1.01) / budget", "all named", "documents' loop", "cs231n 10/tensor",
+              "scipy random", "torch fast"]
+    return M.table(rows, header)
+
+
+def overhead(repeat):
+    m = M.mlp([784, 1024, 512, 10], "relu", seed=0, batch=32)
+    grads = m.backward(m.params)
+    counted = {"n": 0}
+
+    def loss(p):
+        counted["n"] += 1
+        return m.loss(p)
+
+    times_check, times_scipy, times_loss, evals = [], [], [], []
+    for k in range(repeat):
+        counted["n"] = 0
+        t = time.perf_counter()
+        r = check_gradients(loss, m.params, grads, seed=k)
+        times_check.append(time.perf_counter() - t)
+        evals.append(r.loss_evaluations)
+        t = time.perf_counter()
+        for _ in range(r.loss_evaluations):
+            m.loss(m.params)
+        times_loss.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        P.scipy_random(m, grads, k)
+        times_scipy.append(time.perf_counter() - t)
+    med = statistics.median
+    ratios_loss = [c / lo for c, lo in zip(times_check, times_loss)]
+    ratios_scipy = [c / s for c, s in zip(times_check, times_scipy)]
+    return (f"784-1024-512-10 ReLU MLP, batch 32, {repeat} interleaved repetitions: passing check "
+            f"{med(times_check) * 1e3:.0f} ms ({med(evals):.0f} loss evaluations), scipy check_grad(random) "
+            f"{med(times_scipy) * 1e3:.0f} ms, the check's own loss evaluations alone {med(times_loss) * 1e3:.0f} ms.\n"
+            f"median ratio check / scipy: {med(ratios_scipy):.2f} (target <= 1.5); "
+            f"check / its own loss evaluations: {med(ratios_loss):.3f} (target <= 1.15)")
+
+
+def _peak_over_largest(loss, params, grads):
+    largest = max(v.nbytes for v in params.values())
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    r = check_gradients(loss, params, grads, seed=0)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return r.verdict, peak / largest
+
+
+def float32_memory():
+    # gradwatch's own memory: three large float32 tensors and an allocation-free loss
+    rng = np.random.default_rng(0)
+    params = {name: rng.standard_normal(n).astype(np.float32) for name, n in (("W1", 10**6), ("W2", 800_000), ("W3", 600_000))}
+    grads = {"d" + k: (2 * v.astype(np.float64)).astype(np.float32) for k, v in params.items()}
+
+    def quadratic(p):
+        return float(sum(np.einsum("i,i->", v, v, dtype=np.float64) for v in p.values()))
+
+    wrong = dict(grads, dW2=grads["dW2"].copy())
+    wrong["dW2"][123] += 1.0
+    lines = [f"three float32 tensors (1e6, 8e5, 6e5 entries), allocation-free loss: "
+             + "; ".join(f"{name}: {v} at {x:.3f}x the largest tensor" for name, (v, x) in
+                         (("correct", _peak_over_largest(quadratic, params, grads)),
+                          ("one wrong entry", _peak_over_largest(quadratic, params, wrong)))) + " (target <= 2.5)"]
+    # and a float32 MLP, whose own forward pass upcasts the next layer's float32 weights when one
+    # tensor is handed to it as a float64 copy: those temporaries are the loss's, counted here too
+    m = M.mlp([1000, 1000, 800, 10], "tanh", seed=0, batch=8, dtype=np.float32)
+    verdict, ratio = _peak_over_largest(m.loss, m.params, m.backward(m.params))
+    lines.append(f"float32 MLP 1000-1000-800-10 (its forward's upcast temporaries included): {verdict} at {ratio:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--depths", default="1,2,4,8,16,32")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9)
+    args = ap.parse_args(argv)
+    M.print_header("Cost against the number of tensors (issue 11)",
+                   ["benchmarks/bench_tensors.py"] + (argv if argv is not None else sys.argv[1:]))
+    t0 = time.perf_counter()
+    print(growth([int(d) for d in args.depths.split(",")], args.seeds))
+    print()
+    print(overhead(args.repeat))
+    print()
+    print(float32_memory())
+    print(f"\ntotal run time {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
