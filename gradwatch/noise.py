@@ -122,8 +122,8 @@ def one_sided(analytic: float, first: Measurement, quarter: Measurement, double:
     On each side, two second-order one-sided estimates: ``F`` through the points 0, h, 2h and ``G``
     through 0, h/4, h (``first``, ``quarter`` and ``double`` hold the losses at ±h, ±h/4 and ±2h). A side
     is clean when they agree within their round-off and a share of the threshold; ``None`` unless
-    exactly one side is. The result can clear a probe, never condemn one: its truncation is bounded by
-    ``|F − G|``, not confirmed at two steps as a central gap must be."""
+    exactly one side is. ``F`` and ``G`` use different steps, so a gap both show, beyond their round-off
+    and their difference (which bounds ``F``'s truncation), is confirmed at two steps."""
     h, s = first.step, quarter.step
     size = max(first.loss_size, quarter.loss_size, double.loss_size, abs(j0))
     r = ev.roundoff(h, size)  # a central difference's bound at h; one loss is off by at most r·h/2
@@ -140,7 +140,8 @@ def one_sided(analytic: float, first: Measurement, quarter: Measurement, double:
         return None
     estimate, truncation = found[0]
     gap = abs(analytic - estimate)
-    return Settled(analytic, first.numeric, gap, gap + noise_f + truncation, 0.0, True, "one-sided", estimate)
+    noise = noise_f + truncation
+    return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True, "one-sided", estimate)
 
 
 # --------------------------------------------------------------------------------------------
