@@ -316,11 +316,11 @@ class Workspace:
 
 class Guard:
     """What ``params`` held before a check, to tell whether ``loss_fn`` changed it (it must not) and to
-    put it back. Arrays are copied up to ``copy_limit`` bytes in all (1 MiB: small models); above that
+    put it back. Arrays are copied up to ``copy_limit`` bytes in all (256 KiB: small models); above that
     only checksums are kept, so that the check's memory stays within its budget: a change is then
     named but cannot be undone. Replaced arrays are always put back."""
 
-    def __init__(self, params: Params, copy_limit: int = 1 << 20):
+    def __init__(self, params: Params, copy_limit: int = 256 << 10):
         pairs = named_tensors(params)
         keys: List[Any] = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
         total = sum(int(a.nbytes) for _, a in pairs if isinstance(a, np.ndarray))

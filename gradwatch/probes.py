@@ -28,6 +28,8 @@ GAUSSIAN_MAX_ENTRIES = 1 << 16
 #: keep, and over so many entries its projections are normal to within a hair.
 DIRECTION_SCALE = 1.0 / math.sqrt(255 * 257 / 3)
 _EPS64 = float(np.finfo(np.float64).eps)
+_F32_MAX = float(np.finfo(np.float32).max)
+_F16_MAX = float(np.finfo(np.float16).max)
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,8 +65,8 @@ class Evaluator:
         elif dtype is not None and (self.loss_dtype is None or dtype.itemsize < self.loss_dtype.itemsize):
             self.loss_dtype = dtype
         if self._f32 and math.isfinite(value):
-            self._f32 = float(np.float32(value)) == value
-            self._f16 = self._f16 and self._f32 and float(np.float16(value)) == value
+            self._f32 = abs(value) <= _F32_MAX and float(np.float32(value)) == value
+            self._f16 = self._f16 and self._f32 and abs(value) <= _F16_MAX and float(np.float16(value)) == value
             if len(self._distinct) < 3:
                 self._distinct.add(value)
         if self.progress is not None:
