@@ -219,7 +219,7 @@ def case_threads(seeds):
 
 
 CASES = [
-    ("float32 tanh regression (81 params), dW2 without its L2 term (auto and all)", case_float32_l2, 20, "wrong"),
+    ("float32 tanh regression (73 params), dW2 without its L2 term (auto and all)", case_float32_l2, 20, "wrong"),
     ("loss 1e12 + J, gradient doubled", case_offset, 10, "not right"),
     ("epsilon=1e-15, gradient doubled", case_tiny_epsilon, 10, "not right"),
     ("loss +1e-2 every third call, gradient doubled", case_every_third, 10, "refused or not right"),
