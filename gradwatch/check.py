@@ -16,8 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,358 +34,25 @@ from .inputs import (
     validate_seed,
 )
 from .localise import Located, localise
-from .noise import (
-    Judgement,
-    ProbeSet,
-    Settled,
-    agree,
-    direction_upper,
-    gap_is_small,
-    judge,
-    one_sided,
-    reference_norm,
-    settle,
-    why_unsure,
-)
+from .measure import Context, Outcome, coordinate_stage, direction_stage, runner, step_for
+from .noise import Judgement, Settled, direction_upper, judge, reference_norm, why_unsure
 from .numerics import relative_difference
-from .probes import Evaluator, Measurement, Probe, Progress, choose_step, coordinate, measure, random_direction
+from .probes import Evaluator, Progress
 from .result import CheckResult, ParamCheck
+from .screen import Screen, cleared, groups, screen_bounds, screen_group
 from .tolerances import TOLERANCES, threshold_for
 
 __all__ = ["CheckResult", "ParamCheck", "check_gradients"]
 
 #: Checks of the same arrays must not interleave (each perturbs them in place): one check at a time.
 _LOCK = threading.RLock()
-#: At most this many suspicious probes per check are measured twice at the same step (randomness).
-_REPEATS = 3
-#: Screens may always use this much working memory, whatever the size of the largest tensor.
-_SCREEN_MEMORY_FLOOR = 8 << 20
-
-
-@dataclass(frozen=True)
-class _Context:
-    ev: Evaluator
-    params: Params
-    j0: float
-    epsilon: Optional[float]
-    thresholds: Dict[str, float]
-    references: Dict[str, float]  # each tensor's ‖g‖, floored for near-zero gradients
-    model_rms: float  # the model's RMS gradient entry
-    rng: np.random.Generator
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What was measured in one tensor."""
-
-    probes: ProbeSet
-    statistical: bool
-    method: str
-    checked: int
-    reference: float
-    step: float
-    indices: Optional[np.ndarray] = None  # the coordinates, for coordinate checks
-    dropped: int = 0  # direction probes that no step settled (redrawn)
-    kinks: int = 0  # probes explained by a kink at the point
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring one probe
-
-
-def _step(ctx: _Context, slot: Slot, entries: int, reference: float) -> float:
-    """:func:`gradwatch.probes.choose_step` with what this check knows of the loss's noise."""
-    ev = ctx.ev
-    return choose_step(slot, entries, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), reference,
-                       ctx.thresholds[slot.name])
-
-
-def _base_loss(ctx: _Context, ws: Workspace) -> float:
-    """The loss at the unperturbed point as ``loss_fn`` sees it through this workspace (the float64
-    working copies of substituted tensors give another value than the user's arrays)."""
-    if ws.mapping is ctx.params:
-        return ctx.j0
-    if ws.base_loss is None:
-        ws.base_loss = ctx.ev(ws.mapping)
-    return ws.base_loss
-
-
-def _refine(ctx: _Context, ws: Workspace, probe: Probe, first: Measurement, threshold: float, reference: float) -> Settled:
-    """Re-measure a suspicious probe: once at the same step (randomness), then at smaller steps until
-    two estimates agree."""
-    ev, a = ctx.ev, probe.analytic
-    roundoff = ev.roundoff(first.step, max(first.loss_size, abs(ctx.j0)))
-    if gap_is_small(a, first, roundoff, threshold, reference):
-        return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate)
-    if ev.repeats < _REPEATS:
-        again = measure(ev, ws, probe, first.step)
-        if again is not None:
-            ev.repeats += 1
-            ev.same_point(first.j_plus, again.j_plus, "a perturbed point measured twice")
-            ev.same_point(first.j_minus, again.j_minus, "a perturbed point measured twice")
-    trail = [first]
-    step = first.step
-    for _ in range(TOLERANCES.refine_levels):
-        step /= TOLERANCES.refine_ratio
-        nxt = measure(ev, ws, probe, step)
-        if nxt is None:
-            break
-        trail.append(nxt)
-        if agree(trail[-2], nxt, ev, a, threshold, reference):
-            break
-    j_base = _base_loss(ctx, ws) if len(trail) > 1 and ev.affords(1) else ctx.j0
-    settled = settle(a, trail, ev, j_base, threshold, reference, probe.coordinate)
-    if len(trail) > 1 and (not settled.settled or settled.cause == "step") and ev.affords(2):
-        # a kink within the first step: try the side of the point that does not cross it
-        double = measure(ev, ws, probe, 2 * first.step)
-        escape = None if double is None else one_sided(a, first, trail[1], double, ev, j_base, threshold, reference)
-        if escape is not None and (not settled.settled or escape.bound - escape.gap < settled.bound - settled.gap):
-            return escape
-    return settled
-
-
-def _runner(ctx: _Context, threshold: float, reference: float) -> Callable[[Workspace, Probe, float, bool], Optional[Settled]]:
-    def run(ws: Workspace, probe: Probe, step: float, careful: bool) -> Optional[Settled]:
-        first = measure(ctx.ev, ws, probe, step)
-        if first is None:
-            return None
-        if not careful:
-            return settle(probe.analytic, [first], ctx.ev, ctx.j0, threshold, reference, probe.coordinate)
-        return _refine(ctx, ws, probe, first, threshold, reference)
-
-    return run
-
-
-# --------------------------------------------------------------------------------------------
-# Coordinates: the documents' loop
-
-
-def _sweep(ctx: _Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
-    """The losses ``(J+, J−)`` at each coordinate in ``indices`` moved by ±step."""
-    ev, mapping = ctx.ev, ws.mapping
-    if not slot.in_place:
-        flat = ws.work[slot.name]
-    elif slot.array.flags.c_contiguous:
-        flat = slot.array.reshape(-1)
-    else:
-        return _sweep_generic(ctx, ws, slot, indices, step)
-    plus = np.empty(indices.size)
-    minus = np.empty(indices.size)
-    full = indices.size == slot.size  # then indices is arange(size): iterate a range, not a list
-    for k, i in enumerate(range(slot.size) if full else indices.tolist()):
-        saved = flat[i]
-        try:
-            flat[i] = saved + step
-            plus[k] = ev(mapping)
-            flat[i] = saved - step
-            minus[k] = ev(mapping)
-        finally:
-            flat[i] = saved
-    return plus, minus
-
-
-def _sweep_generic(ctx: _Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
-    plus = np.empty(indices.size)
-    minus = np.empty(indices.size)
-    for k, i in enumerate(indices.tolist()):
-        m = measure(ctx.ev, ws, Probe.of([(coordinate(slot, i), 1.0)]), step)
-        assert m is not None  # coordinate sweeps are planned within the budget
-        plus[k], minus[k] = m.j_plus, m.j_minus
-    return plus, minus
-
-
-def _coordinate_stage(ctx: _Context, slot: Slot, indices: np.ndarray, method: str) -> _Outcome:
-    """Measure each coordinate in ``indices``; while the verdict is unclear, re-measure the coordinate
-    with the largest bound (at most ``recheck_cap`` of them)."""
-    threshold = ctx.thresholds[slot.name]
-    ev = ctx.ev
-    analytic = slot.grad[indices].astype(np.float64)
-    reference = reference_norm(float(np.linalg.norm(analytic)), int(indices.size), ctx.model_rms, slot.grad_precision)
-    rms = reference / math.sqrt(max(1, indices.size))
-    step = _step(ctx, slot, 1, rms)
-    kinks = 0
-    with Workspace(ctx.params, [slot]) as ws:
-        plus, minus = _sweep(ctx, ws, slot, indices, step)
-        numeric = (plus - minus) / (2 * step)
-        gap = np.abs(analytic - numeric)
-        bound = gap + ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0)))
-        unexplained = np.zeros(indices.size)
-        settled = np.ones(indices.size, dtype=bool)
-        order = np.argsort(-np.nan_to_num(bound, nan=np.inf), kind="stable")[: TOLERANCES.recheck_cap]
-        for k in order.tolist():
-            probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
-            if judge(probes, threshold, reference, False, slot.grad_finite).verdict != "inconclusive":
-                break
-            if not ev.affords(4):
-                break
-            probe = Probe(((coordinate(slot, int(indices[k])), 1.0),), float(analytic[k]))
-            first = Measurement(step, float(numeric[k]), float(plus[k]), float(minus[k]))
-            s = _refine(ctx, ws, probe, first, threshold, reference)
-            gap[k], bound[k], unexplained[k], settled[k] = s.gap, s.bound, s.unexplained, s.settled
-            kinks += s.cause == "kink"
-    probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
-    return _Outcome(probes, False, method, int(indices.size), reference, step, indices, 0, kinks)
-
-
-# --------------------------------------------------------------------------------------------
-# Random directions: screens over every tensor, then probes per tensor
-
-
-def _useful(s: Settled, threshold: float, reference: float) -> bool:
-    """A settled probe helps the verdict: it shows an error, or its noise is small enough to clear one.
-    A probe that sat on a kink down to a step where round-off swamps it is replaced instead."""
-    return s.settled and (s.unexplained > 0 or s.bound - s.gap <= TOLERANCES.useful_noise_share * threshold * 2 * reference)
-
-
-def _direction_stage(ctx: _Context, slot: Slot) -> _Outcome:
-    """Probe one tensor along random directions, two at a time, until the verdict is clear."""
-    threshold, reference = ctx.thresholds[slot.name], ctx.references[slot.name]
-    ev = ctx.ev
-    step = _step(ctx, slot, slot.size, reference)
-    kept: List[Settled] = []
-    dropped: List[Settled] = []
-    with Workspace(ctx.params, [slot]) as ws:
-        while len(kept) + len(dropped) < TOLERANCES.probes_max:
-            probe = Probe.of([(random_direction(slot, 0, slot.size, ctx.rng), 1.0)])
-            first = measure(ev, ws, probe, step)
-            if first is None:
-                break
-            s = _refine(ctx, ws, probe, first, threshold, reference)
-            del probe  # its direction goes before the next one is drawn
-            (kept if _useful(s, threshold, reference) else dropped).append(s)
-            if s.cause != "one-sided" and (s.cause == "step" or not _useful(s, threshold, reference)):
-                # a kink within the step: fresh directions at a smaller step, while round-off allows
-                smaller = step / TOLERANCES.refine_ratio
-                if ev.roundoff(smaller, abs(ctx.j0)) <= TOLERANCES.suspicious_share * threshold * 2 * reference:
-                    step = smaller
-            if len(kept) >= TOLERANCES.probes_first and (len(kept) + len(dropped)) % 2 == 0:
-                if judge(ProbeSet.of(kept), threshold, reference, True).verdict != "inconclusive":
-                    break
-    if len(kept) >= TOLERANCES.probes_first:
-        probes = ProbeSet.of(kept)
-    else:  # too few useful probes: the verdict is inconclusive, and the reason is in every probe measured
-        probes = dataclasses.replace(ProbeSet.of(kept + dropped), settled=False)
-    kinks = sum(s.cause == "kink" for s in kept)
-    return _Outcome(probes, True, "directions", slot.size, reference, step, None, len(dropped), kinks)
-
-
-@dataclass(frozen=True)
-class _Screen:
-    """One joint probe over a group of tensors, each tensor moved by its own per-entry step, measured at
-    two steps (1 and ½ of the weights) and extrapolated (Richardson): truncation, which grows with the
-    number of tensors moved at once, drops out, so one screen resolves every tensor."""
-
-    steps: Dict[str, float]
-    analytic: float
-    coarse: Measurement
-    fine: Measurement
-
-    @property
-    def numeric(self) -> float:
-        return (4 * self.fine.numeric - self.coarse.numeric) / 3
-
-
-def _screen_bounds(ctx: _Context, screens: Sequence[_Screen]) -> List[float]:
-    """Each screen's gap plus its round-off (the extrapolation triples a central difference's)."""
-    size = abs(ctx.j0)
-    return [abs(sc.analytic - sc.numeric)
-            + 3 * ctx.ev.roundoff(1.0, max(sc.coarse.loss_size, sc.fine.loss_size, size)) for sc in screens]
-
-
-def _screen_steps(ctx: _Context, group: Sequence[Slot]) -> Dict[str, float]:
-    """Per-entry steps that make every tensor weigh the same in a screen (within a factor of
-    ``screen_weight_range`` of its own step); its own step when epsilon was given."""
-    own = {s.name: _step(ctx, s, s.size, ctx.references[s.name]) for s in group}
-    if ctx.epsilon is not None:
-        return own
-    r = TOLERANCES.screen_weight_range
-    sized = [own[s.name] * ctx.references[s.name] for s in group if ctx.references[s.name] > 0]
-    if not sized:  # every gradient exactly zero: nothing to weigh
-        return dict(own)
-    weight = math.exp(math.fsum(math.log(x) for x in sized) / len(sized))
-
-    def step(s: Slot) -> float:
-        ref = ctx.references[s.name]
-        wanted = weight / ref if ref > 0 else own[s.name] * r
-        return min(max(wanted, own[s.name] / r), own[s.name] * r)
-
-    return {s.name: step(s) for s in group}
-
-
-def _cleared(ctx: _Context, group: Sequence[Slot], screens: Sequence[_Screen]) -> Set[str]:
-    """The tensors of ``group`` whose relative difference the screens bound below the threshold."""
-    if len(screens) < TOLERANCES.screens_first:
-        return set()
-    bounds = _screen_bounds(ctx, screens)
-    out = set()
-    for s in group:
-        step = screens[0].steps[s.name]
-        if direction_upper([b / step for b in bounds], ctx.references[s.name]) < ctx.thresholds[s.name]:
-            out.add(s.name)
-    return out
-
-
-def _screen_group(ctx: _Context, group: Sequence[Slot]) -> List[_Screen]:
-    """Joint screens over ``group`` until every tensor is cleared, or more screens cannot clear them."""
-    steps = _screen_steps(ctx, group)
-    screens: List[_Screen] = []
-    with Workspace(ctx.params, group) as ws:
-        for _ in range(TOLERANCES.screens_max):
-            probe = Probe.of([(random_direction(s, 0, s.size, ctx.rng), steps[s.name]) for s in group])
-            coarse = measure(ctx.ev, ws, probe, 1.0)
-            fine = None if coarse is None else measure(ctx.ev, ws, probe, 0.5)
-            if coarse is None or fine is None:
-                break
-            screens.append(_Screen(steps, probe.analytic, coarse, fine))
-            del probe  # its direction (a byte per entry) goes before the next one is drawn
-            if len(screens) >= TOLERANCES.screens_first and len(_cleared(ctx, group, screens)) == len(group):
-                break
-            if len(screens) >= TOLERANCES.screens_first and not _more_screens_help(ctx, group, screens):
-                break
-    return screens
-
-
-def _more_screens_help(ctx: _Context, group: Sequence[Slot], screens: Sequence[_Screen]) -> bool:
-    """Whether the uncleared tensors are within reach of the tightest bound ``screens_max`` screens give."""
-    k, k_max = len(screens), TOLERANCES.screens_max
-    if k >= k_max:
-        return False
-    bounds = [abs(sc.analytic - sc.numeric) for sc in screens]
-    cleared = _cleared(ctx, group, screens)
-    typical = math.sqrt(math.fsum(b * b for b in bounds) / k)
-    for s in group:
-        if s.name in cleared:
-            continue
-        step = screens[0].steps[s.name]
-        best = direction_upper([typical / step] * k_max, ctx.references[s.name])
-        if best >= ctx.thresholds[s.name]:
-            return False
-    return True
-
-
-def _groups(slots: Sequence[Slot]) -> List[List[Slot]]:
-    """Slots screened together, so that the working memory of a screen (a saved or float64 copy and a
-    byte of direction per entry) stays within twice the largest tensor (or what that tensor alone
-    needs, or 8 MiB: small models are screened in one go)."""
-    need = {s.name: 9 * s.size for s in slots}
-    limit = max([2 * s.array.nbytes for s in slots] + list(need.values()) + [_SCREEN_MEMORY_FLOOR])
-    groups: List[List[Slot]] = []
-    used = 0
-    for s in slots:
-        if groups and used + need[s.name] <= limit:
-            groups[-1].append(s)
-            used += need[s.name]
-        else:
-            groups.append([s])
-            used = need[s.name]
-    return groups
 
 
 # --------------------------------------------------------------------------------------------
 # Deciding and reporting
 
 
-def _param_check(slot: Slot, outcome: _Outcome, judgement: Judgement, threshold: float, note: str,
+def _param_check(slot: Slot, outcome: Outcome, judgement: Judgement, threshold: float, note: str,
                  located: Optional[Located]) -> ParamCheck:
     p = outcome.probes
     gap = p.gap
@@ -413,7 +79,7 @@ def _param_check(slot: Slot, outcome: _Outcome, judgement: Judgement, threshold:
     )
 
 
-def _note(judgement: Judgement, outcome: _Outcome, reason: str, located: Optional[Located]) -> str:
+def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional[Located]) -> str:
     parts = []
     if judgement.verdict == "inconclusive":
         parts.append(reason)
@@ -431,10 +97,10 @@ def _note(judgement: Judgement, outcome: _Outcome, reason: str, located: Optiona
     return "; ".join(parts)
 
 
-def _screened(slot: Slot, ctx: _Context, screens: Sequence[_Screen]) -> ParamCheck:
+def _screened(slot: Slot, ctx: Context, screens: Sequence[Screen]) -> ParamCheck:
     threshold = ctx.thresholds[slot.name]
     step = screens[0].steps[slot.name]
-    bounds = _screen_bounds(ctx, screens)
+    bounds = screen_bounds(ctx, screens)
     upper = direction_upper([b / step for b in bounds], ctx.references[slot.name])
     return ParamCheck(
         name=slot.name, shape=slot.shape, difference=upper, passed=True, checked=slot.size, worst_index=None,
@@ -442,7 +108,7 @@ def _screened(slot: Slot, ctx: _Context, screens: Sequence[_Screen]) -> ParamChe
     )
 
 
-def _localise_wrong(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _Outcome],
+def _localise_wrong(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome],
                     judgements: Dict[str, Judgement]) -> Dict[str, Located]:
     """Locate the wrong tensors' errors, worst first, within the budget."""
     wrong = sorted((s for s in slots if s.name in outcomes and judgements[s.name].verdict == "wrong"
@@ -451,15 +117,15 @@ def _localise_wrong(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _O
     located: Dict[str, Located] = {}
     for s in wrong:
         threshold = ctx.thresholds[s.name]
-        step = _step(ctx, s, 1, ctx.references[s.name])
+        step = step_for(ctx, s, 1, ctx.references[s.name])
         p = outcomes[s.name].probes
         first = [Settled(a, n, g, g, 0.0, True) for a, n, g in zip(p.analytic.tolist(), p.numeric.tolist(), p.gap.tolist())]
         with Workspace(ctx.params, [s]) as ws:
-            located[s.name] = localise(_runner(ctx, threshold, ctx.references[s.name]), ctx.ev, ws, s, first, step, ctx.rng)
+            located[s.name] = localise(runner(ctx, threshold, ctx.references[s.name]), ctx.ev, ws, s, first, step, ctx.rng)
     return located
 
 
-def _judge_all(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _Outcome]) -> Dict[str, Judgement]:
+def _judge_all(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome]) -> Dict[str, Judgement]:
     out = {}
     for s in slots:
         if s.name in outcomes:
@@ -494,11 +160,11 @@ def _nonfinite_result(slots: Sequence[Slot], thresholds: Dict[str, float], j0: f
 
 
 def _context(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float, epsilon: Optional[float],
-             threshold: Optional[float], seed: int) -> _Context:
+             threshold: Optional[float], seed: int) -> Context:
     norms = {s.name: s.grad_norm() for s in slots}
     entries = sum(s.size for s in slots)
     rms = math.sqrt(math.fsum(v * v for v in norms.values() if math.isfinite(v)) / entries) if entries else 0.0
-    return _Context(
+    return Context(
         ev=ev, params=params, j0=j0, epsilon=epsilon,
         thresholds={s.name: threshold if threshold is not None else threshold_for(s.array.dtype) for s in slots},
         references={s.name: reference_norm(norms[s.name], s.size, rms, s.grad_precision) for s in slots},
@@ -579,24 +245,24 @@ def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sam
         return _nonfinite_result(slots, ctx.thresholds, j0, ev, seed, sample, epsilon)
     ev.base(params, "at the start, measured twice")
 
-    outcomes: Dict[str, _Outcome] = {}
-    screens: Dict[str, List[_Screen]] = {}
+    outcomes: Dict[str, Outcome] = {}
+    screens: Dict[str, List[Screen]] = {}
     if mode == "directions":
-        for group in _groups([s for s in slots if s.size]):
-            group_screens = _screen_group(ctx, group)
-            for name in _cleared(ctx, group, group_screens):
+        for group in groups([s for s in slots if s.size]):
+            group_screens = screen_group(ctx, group)
+            for name in cleared(ctx, group, group_screens):
                 screens[name] = group_screens
         for s in slots:
             if s.name not in screens:
-                outcomes[s.name] = (_direction_stage(ctx, s) if s.size > 1 else
-                                    _coordinate_stage(ctx, s, np.arange(s.size), "coordinates"))
+                outcomes[s.name] = (direction_stage(ctx, s) if s.size > 1 else
+                                    coordinate_stage(ctx, s, np.arange(s.size), "coordinates"))
     else:
         for s in slots:
             if mode == "all":
                 indices = np.arange(s.size)
             else:
                 indices = np.sort(ctx.rng.choice(s.size, size=min(int(sample), s.size), replace=False))
-            outcomes[s.name] = _coordinate_stage(ctx, s, indices, mode)
+            outcomes[s.name] = coordinate_stage(ctx, s, indices, mode)
     judgements = _judge_all(ctx, slots, outcomes)
     located = _localise_wrong(ctx, slots, outcomes, judgements) if mode == "directions" else {}
     jitter_used = ev.jitter
@@ -605,7 +271,7 @@ def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sam
     return _result(ctx, slots, outcomes, screens, located, jitter_used, sample, seed)
 
 
-def _result(ctx: _Context, slots: Sequence[Slot], outcomes: Dict[str, _Outcome], screens: Dict[str, List[_Screen]],
+def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], screens: Dict[str, List[Screen]],
             located: Dict[str, Located], jitter_used: float, sample: Sample, seed: int) -> CheckResult:
     ev = ctx.ev
     drifted = ev.jitter > max(2 * jitter_used, TOLERANCES.roundoff * ev.precision * abs(ctx.j0))

@@ -30,6 +30,8 @@ class Tolerances:
     #: The chance, per tensor and check, that a direction check calls right an error exactly at the
     #: threshold (the sampling risk of random projections; larger errors are missed far less often).
     false_pass_rate: float = 1e-4
+    #: At most this many suspicious probes per check are measured twice at the same step (randomness).
+    repeats: int = 3
     #: A probe is re-measured when its gap plus noise exceeds this share of a threshold-sized gap.
     suspicious_share: float = 0.1
     #: A direction probe whose noise exceeds this share of a threshold-sized gap is replaced by a fresh one.
@@ -55,6 +57,8 @@ class Tolerances:
     #: Joint screens over all tensors: first batch and most.
     screens_first: int = 2
     screens_max: int = 4
+    #: Screens may always use this many bytes of working memory, whatever the largest tensor's size.
+    screen_memory_floor: int = 8 << 20
     #: Per-tensor weights in a screen may move a step by at most this factor either way.
     screen_weight_range: float = 4.0
     #: Loss evaluations for ``sample="auto"``: ``max(budget, budget_per_tensor × tensors)``.

@@ -1,0 +1,225 @@
+"""Measuring for one check: the check's context, one probe (measured, re-measured when suspicious, settled),
+coordinates (the documents' loop) and random directions per tensor.
+
+Pure: nothing here prints or reads files; randomness comes from the context's generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .inputs import Params, Slot, Workspace
+from .noise import ProbeSet, Settled, agree, gap_is_small, judge, one_sided, reference_norm, settle
+from .probes import Evaluator, Measurement, Probe, choose_step, coordinate, measure, random_direction
+from .tolerances import TOLERANCES
+
+@dataclass(frozen=True)
+class Context:
+    ev: Evaluator
+    params: Params
+    j0: float
+    epsilon: Optional[float]
+    thresholds: Dict[str, float]
+    references: Dict[str, float]  # each tensor's ‖g‖, floored for near-zero gradients
+    model_rms: float  # the model's RMS gradient entry
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What was measured in one tensor."""
+
+    probes: ProbeSet
+    statistical: bool
+    method: str
+    checked: int
+    reference: float
+    step: float
+    indices: Optional[np.ndarray] = None  # the coordinates, for coordinate checks
+    dropped: int = 0  # direction probes that no step settled (redrawn)
+    kinks: int = 0  # probes explained by a kink at the point
+
+
+# --------------------------------------------------------------------------------------------
+# One probe
+
+
+def step_for(ctx: Context, slot: Slot, entries: int, reference: float) -> float:
+    """:func:`gradwatch.probes.choose_step` with what this check knows of the loss's noise."""
+    ev = ctx.ev
+    return choose_step(slot, entries, ctx.epsilon, ev.precision, ev.roundoff(1.0, abs(ctx.j0)), reference,
+                       ctx.thresholds[slot.name])
+
+
+def base_loss(ctx: Context, ws: Workspace) -> float:
+    """The loss at the unperturbed point as ``loss_fn`` sees it through this workspace (the float64
+    working copies of substituted tensors give another value than the user's arrays)."""
+    if ws.mapping is ctx.params:
+        return ctx.j0
+    if ws.base_loss is None:
+        ws.base_loss = ctx.ev(ws.mapping)
+    return ws.base_loss
+
+
+def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, threshold: float, reference: float) -> Settled:
+    """Re-measure a suspicious probe: once at the same step (randomness), then at smaller steps until
+    two estimates agree."""
+    ev, a = ctx.ev, probe.analytic
+    roundoff = ev.roundoff(first.step, max(first.loss_size, abs(ctx.j0)))
+    if gap_is_small(a, first, roundoff, threshold, reference):
+        return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate)
+    if ev.repeats < TOLERANCES.repeats:
+        again = measure(ev, ws, probe, first.step)
+        if again is not None:
+            ev.repeats += 1
+            ev.same_point(first.j_plus, again.j_plus, "a perturbed point measured twice")
+            ev.same_point(first.j_minus, again.j_minus, "a perturbed point measured twice")
+    trail = [first]
+    step = first.step
+    for _ in range(TOLERANCES.refine_levels):
+        step /= TOLERANCES.refine_ratio
+        nxt = measure(ev, ws, probe, step)
+        if nxt is None:
+            break
+        trail.append(nxt)
+        if agree(trail[-2], nxt, ev, a, threshold, reference):
+            break
+    j_base = base_loss(ctx, ws) if len(trail) > 1 and ev.affords(1) else ctx.j0
+    settled = settle(a, trail, ev, j_base, threshold, reference, probe.coordinate)
+    if len(trail) > 1 and (not settled.settled or settled.cause == "step") and ev.affords(2):
+        # a kink within the first step: try the side of the point that does not cross it
+        double = measure(ev, ws, probe, 2 * first.step)
+        escape = None if double is None else one_sided(a, first, trail[1], double, ev, j_base, threshold, reference)
+        if escape is not None and (not settled.settled or escape.bound - escape.gap < settled.bound - settled.gap):
+            return escape
+    return settled
+
+
+def runner(ctx: Context, threshold: float, reference: float) -> Callable[[Workspace, Probe, float, bool], Optional[Settled]]:
+    def run(ws: Workspace, probe: Probe, step: float, careful: bool) -> Optional[Settled]:
+        first = measure(ctx.ev, ws, probe, step)
+        if first is None:
+            return None
+        if not careful:
+            return settle(probe.analytic, [first], ctx.ev, ctx.j0, threshold, reference, probe.coordinate)
+        return refine(ctx, ws, probe, first, threshold, reference)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Coordinates: the documents' loop
+
+
+def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
+    """The losses ``(J+, J−)`` at each coordinate in ``indices`` moved by ±step."""
+    ev, mapping = ctx.ev, ws.mapping
+    if not slot.in_place:
+        flat = ws.work[slot.name]
+    elif slot.array.flags.c_contiguous:
+        flat = slot.array.reshape(-1)
+    else:
+        return sweep_generic(ctx, ws, slot, indices, step)
+    plus = np.empty(indices.size)
+    minus = np.empty(indices.size)
+    full = indices.size == slot.size  # then indices is arange(size): iterate a range, not a list
+    for k, i in enumerate(range(slot.size) if full else indices.tolist()):
+        saved = flat[i]
+        try:
+            flat[i] = saved + step
+            plus[k] = ev(mapping)
+            flat[i] = saved - step
+            minus[k] = ev(mapping)
+        finally:
+            flat[i] = saved
+    return plus, minus
+
+
+def sweep_generic(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
+    plus = np.empty(indices.size)
+    minus = np.empty(indices.size)
+    for k, i in enumerate(indices.tolist()):
+        m = measure(ctx.ev, ws, Probe.of([(coordinate(slot, i), 1.0)]), step)
+        assert m is not None  # coordinate sweeps are planned within the budget
+        plus[k], minus[k] = m.j_plus, m.j_minus
+    return plus, minus
+
+
+def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str) -> Outcome:
+    """Measure each coordinate in ``indices``; while the verdict is unclear, re-measure the coordinate
+    with the largest bound (at most ``recheck_cap`` of them)."""
+    threshold = ctx.thresholds[slot.name]
+    ev = ctx.ev
+    analytic = slot.grad[indices].astype(np.float64)
+    reference = reference_norm(float(np.linalg.norm(analytic)), int(indices.size), ctx.model_rms, slot.grad_precision)
+    rms = reference / math.sqrt(max(1, indices.size))
+    step = step_for(ctx, slot, 1, rms)
+    kinks = 0
+    with Workspace(ctx.params, [slot]) as ws:
+        plus, minus = sweep(ctx, ws, slot, indices, step)
+        numeric = (plus - minus) / (2 * step)
+        gap = np.abs(analytic - numeric)
+        bound = gap + ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0)))
+        unexplained = np.zeros(indices.size)
+        settled = np.ones(indices.size, dtype=bool)
+        order = np.argsort(-np.nan_to_num(bound, nan=np.inf), kind="stable")[: TOLERANCES.recheck_cap]
+        for k in order.tolist():
+            probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
+            if judge(probes, threshold, reference, False, slot.grad_finite).verdict != "inconclusive":
+                break
+            if not ev.affords(4):
+                break
+            probe = Probe(((coordinate(slot, int(indices[k])), 1.0),), float(analytic[k]))
+            first = Measurement(step, float(numeric[k]), float(plus[k]), float(minus[k]))
+            s = refine(ctx, ws, probe, first, threshold, reference)
+            gap[k], bound[k], unexplained[k], settled[k] = s.gap, s.bound, s.unexplained, s.settled
+            kinks += s.cause == "kink"
+    probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
+    return Outcome(probes, False, method, int(indices.size), reference, step, indices, 0, kinks)
+
+
+# --------------------------------------------------------------------------------------------
+# Random directions: screens over every tensor, then probes per tensor
+
+
+def useful(s: Settled, threshold: float, reference: float) -> bool:
+    """A settled probe helps the verdict: it shows an error, or its noise is small enough to clear one.
+    A probe that sat on a kink down to a step where round-off swamps it is replaced instead."""
+    return s.settled and (s.unexplained > 0 or s.bound - s.gap <= TOLERANCES.useful_noise_share * threshold * 2 * reference)
+
+
+def direction_stage(ctx: Context, slot: Slot) -> Outcome:
+    """Probe one tensor along random directions, two at a time, until the verdict is clear."""
+    threshold, reference = ctx.thresholds[slot.name], ctx.references[slot.name]
+    ev = ctx.ev
+    step = step_for(ctx, slot, slot.size, reference)
+    kept: List[Settled] = []
+    dropped: List[Settled] = []
+    with Workspace(ctx.params, [slot]) as ws:
+        while len(kept) + len(dropped) < TOLERANCES.probes_max:
+            probe = Probe.of([(random_direction(slot, 0, slot.size, ctx.rng), 1.0)])
+            first = measure(ev, ws, probe, step)
+            if first is None:
+                break
+            s = refine(ctx, ws, probe, first, threshold, reference)
+            del probe  # its direction goes before the next one is drawn
+            (kept if useful(s, threshold, reference) else dropped).append(s)
+            if s.cause != "one-sided" and (s.cause == "step" or not useful(s, threshold, reference)):
+                # a kink within the step: fresh directions at a smaller step, while round-off allows
+                smaller = step / TOLERANCES.refine_ratio
+                if ev.roundoff(smaller, abs(ctx.j0)) <= TOLERANCES.suspicious_share * threshold * 2 * reference:
+                    step = smaller
+            if len(kept) >= TOLERANCES.probes_first and (len(kept) + len(dropped)) % 2 == 0:
+                if judge(ProbeSet.of(kept), threshold, reference, True).verdict != "inconclusive":
+                    break
+    if len(kept) >= TOLERANCES.probes_first:
+        probes = ProbeSet.of(kept)
+    else:  # too few useful probes: the verdict is inconclusive, and the reason is in every probe measured
+        probes = dataclasses.replace(ProbeSet.of(kept + dropped), settled=False)
+    kinks = sum(s.cause == "kink" for s in kept)
+    return Outcome(probes, True, "directions", slot.size, reference, step, None, len(dropped), kinks)
