@@ -54,6 +54,7 @@ _CMP_SWAP: Dict[type, type] = {
 _CMP_TEXT = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
              ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
 _BIN_SWAP: Dict[type, type] = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
+_STOP = threading.Event()  # set on Ctrl-C: workers kill their test process and stop
 _BIN_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 
 
@@ -213,16 +214,24 @@ class Outcome:
 
 def _run(cmd: Sequence[str], cwd: Path, env: Dict[str, str], timeout: float) -> Tuple[str, float]:
     t0 = time.monotonic()
+    if _STOP.is_set():
+        return "error", 0.0
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return "timeout", time.monotonic() - t0
+        while True:
+            try:
+                rc = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if _STOP.is_set():
+                    raise KeyboardInterrupt from None
+                if time.monotonic() - t0 > timeout:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return "timeout", time.monotonic() - t0
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the test process (in its own session) dies with us
         proc.wait()
         raise
     if rc in (0, 5):  # 5: no tests collected counts as passing; the baseline catches a bad selection
@@ -342,11 +351,13 @@ def _execute(module: Path, source: str, mutants: List[Mutant], cmd: List[str], t
             with lock:
                 free.append(sh)
 
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
     try:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            for o in pool.map(task, mutants):
-                record(o)
+        for o in pool.map(task, mutants):
+            record(o)
     finally:
+        _STOP.set()  # running test processes are killed, queued mutants cancelled
+        pool.shutdown(wait=True, cancel_futures=True)
         for sh in shadows:
             sh.close()
 
@@ -371,7 +382,12 @@ def _summary(rel: Path, tests: str, outcomes: List[Outcome], found: int, sampled
     print(f"kill rate {100 * rate:.1f}%{' (interrupted)' if interrupted else ''}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # kill PID restores the module too
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--module", required=True, help="the module to mutate, e.g. gradwatch/noise.py")
     ap.add_argument("--tests", required=True,
