@@ -650,3 +650,143 @@ def test_property_a_planted_error_above_the_threshold_is_never_called_right(dtyp
     grads = {k: v.astype(dtype) for k, v in grads.items()}
     result = check_gradients(sin_loss(scales, offset), params, grads, seed=seed)
     assert result.per_param[target].verdict != "right", str(result)
+
+
+# ---- mutation-guided tests
+# Each pins one observable consequence of check.py's plan, step, bounds or report, derived from the
+# documented formulas (README "How the check stays honest", the contract's Verdicts), so that a doubled
+# tolerance or a flipped comparison changes a verdict, a count or a number here.
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _quadratic(n, seed=0, scale=1.0):
+    """J(w) = Σ c·w² / 2 + b·w with exact gradient c·w + b: smooth, and central differences are exact."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(n) * scale
+    c, b = rng.uniform(0.5, 2.0, n), rng.standard_normal(n)
+    loss = lambda p: float(np.sum(c * p["w"] ** 2) / 2 + np.sum(b * p["w"]))  # noqa: E731
+    return {"w": w}, loss, c * w + b
+
+
+def _first_planned(loss, params, grads, **kw):
+    seen = []
+    result = check_gradients(loss, params, grads, progress=lambda d, n: seen.append((d, n)), **kw)
+    return seen[0][1], result
+
+
+@pytest.mark.parametrize("n,planned", [(7, 3 + 2 * 7), (100, 3 + 2 * 100), (101, 3 + 2 * 2)])
+def test_auto_plans_the_full_loop_up_to_100_entries_and_two_screens_beyond(n, planned):
+    params, loss, g = _quadratic(n)
+    first, result = _first_planned(loss, params, {"dw": g}, seed=0)
+    assert first == planned
+    assert result.per_param["w"].method == ("all" if n <= 100 else "screen")
+
+
+def test_sample_all_and_sample_k_plan_two_evaluations_per_entry_and_three_more():
+    params, loss, g = _quadratic(9)
+    assert _first_planned(loss, params, {"dw": g}, sample="all", seed=0)[0] == 3 + 2 * 9
+    assert _first_planned(loss, params, {"dw": g}, sample=4, seed=0)[0] == 3 + 2 * 4
+    assert _first_planned(loss, params, {"dw": g}, sample=40, seed=0)[0] == 3 + 2 * 9
+
+
+def test_the_coordinate_step_is_the_cube_root_of_eps_times_the_tensors_rms_at_least_one():
+    for scale in (0.3, 5.0):
+        params, loss, g = _quadratic(12, scale=scale)
+        rms = float(np.sqrt(np.mean(params["w"] ** 2)))
+        pc = check_gradients(loss, params, {"dw": g}, sample="all", seed=0).per_param["w"]
+        assert pc.step == pytest.approx(np.cbrt(EPS64) * max(1.0, rms), rel=1e-12)
+
+
+def test_a_given_epsilon_is_the_coordinate_step():
+    params, loss, g = _quadratic(6)
+    assert check_gradients(loss, params, {"dw": g}, sample="all", epsilon=1e-4, seed=0).per_param["w"].step == 1e-4
+
+
+def test_the_full_loop_reports_formula_2_entry_errors_and_the_largest_gap():
+    params, loss, g = _quadratic(10, seed=3)
+    bad = g.copy()
+    bad[4] += 0.5
+    bad[7] -= 0.05
+    result = check_gradients(loss, params, {"dw": bad}, sample="all", seed=0)
+    pc = result.per_param["w"]
+    assert pc.verdict == "wrong" and pc.worst_index == (4,) and pc.checked == 10 and pc.probes == 10
+    expected = np.linalg.norm(bad - g) / (np.linalg.norm(bad) + np.linalg.norm(g))
+    assert result.difference == pytest.approx(expected, rel=1e-6) and pc.difference == pytest.approx(expected, rel=1e-6)
+    assert pc.max_abs_error == pytest.approx(0.5, rel=1e-6)
+    assert pc.entry_errors[4] == pytest.approx(0.5 / (abs(bad[4]) + abs(g[4])), rel=1e-5)
+    assert pc.entry_errors[0] < 1e-8
+    assert pc.worst_analytic == bad[4] and pc.worst_numeric == pytest.approx(g[4], rel=1e-8)
+
+
+def test_an_error_just_above_the_threshold_fails_and_just_below_passes():
+    # a relative difference of 3e-7 vs 3e-8 in one entry: central differences of a quadratic are exact
+    params, loss, g = _quadratic(10, seed=4)
+    for rel, verdict in ((3e-7, "wrong"), (3e-8, "right")):
+        bad = g.copy()
+        bad[2] += rel * 2 * np.linalg.norm(g)
+        assert check_gradients(loss, params, {"dw": bad}, sample="all", seed=0).per_param["w"].verdict == verdict
+
+
+def test_a_screened_tensor_reports_the_bound_the_screens_proved():
+    params, loss, g = _quadratic(300, seed=5)
+    result = check_gradients(loss, params, {"dw": g}, seed=0)
+    pc = result.per_param["w"]
+    assert pc.method == "screen" and pc.verdict == "right" and pc.passed and pc.checked == 300
+    assert pc.probes >= TOLERANCES.screens_first and pc.difference == pc.bound < pc.threshold
+    assert pc.worst_index is None and result.passed
+
+
+def test_the_threshold_of_a_mixed_model_is_the_loosest_and_each_tensor_keeps_its_own():
+    w64, w32 = np.ones(3), np.ones(3, dtype=np.float32)
+    loss = lambda p: float(np.sum(p["a"] ** 2) + np.sum(p["b"].astype(np.float64) ** 2))  # noqa: E731
+    result = check_gradients(loss, {"a": w64, "b": w32}, {"da": 2 * w64, "db": 2 * w32}, sample="all", seed=0)
+    assert result.threshold == 1e-4
+    assert result.per_param["a"].threshold == 1e-7 and result.per_param["b"].threshold == 1e-4
+
+
+def test_a_given_threshold_applies_to_every_tensor():
+    params, loss, g = _quadratic(5)
+    bad = g * 1.001  # a relative difference of ~5e-4
+    assert check_gradients(loss, params, {"dw": bad}, sample="all", threshold=1e-3, seed=0).passed
+    assert check_gradients(loss, params, {"dw": bad}, sample="all", threshold=1e-4, seed=0).failed == ("w",)
+
+
+def test_directions_find_a_wrong_tensor_and_localise_its_entry():
+    params, loss, g = _quadratic(400, seed=6)
+    bad = g.copy()
+    bad[123] += 1.0
+    result = check_gradients(loss, params, {"dw": bad}, seed=1)
+    pc = result.per_param["w"]
+    assert pc.method == "directions" and pc.verdict == "wrong" and pc.worst_index == (123,)
+    assert pc.localised and not pc.spread and result.loss_evaluations <= AUTO_BUDGET
+
+
+def test_the_direction_step_shrinks_by_the_fourth_root_of_the_entries():
+    params, loss, g = _quadratic(400, seed=8)
+    bad = g.copy()
+    bad[0] += 1.0  # not cleared by the screens: probed along directions at its own step
+    pc = check_gradients(loss, params, {"dw": bad}, seed=1).per_param["w"]
+    rms = float(np.sqrt(np.mean(params["w"] ** 2)))
+    plain = np.cbrt(EPS64) * max(1.0, rms) * 400 ** -0.25
+    # grown so that one difference's round-off (4 eps |J|) is a twentieth of a threshold-sized gap, ≤ 16×
+    needed = 20 * 4 * EPS64 * abs(loss(params)) / (1e-7 * np.linalg.norm(bad))
+    assert pc.method == "directions" and plain < needed < 16 * plain
+    assert pc.step == pytest.approx(needed, rel=1e-9)
+
+
+def test_the_budget_grows_to_twenty_evaluations_per_tensor():
+    rng = np.random.default_rng(1)
+    params = {f"W{i}": rng.standard_normal((8, 20)) for i in range(30)}
+    loss = lambda p: float(sum(np.sum(np.sin(v)) for v in p.values()))  # noqa: E731
+    grads = {f"dW{i}": np.cos(v) * 1.01 for i, v in enumerate(params.values())}
+    result = check_gradients(loss, params, grads, seed=0)
+    assert AUTO_BUDGET < result.loss_evaluations <= 20 * 30
+    assert len(result.failed) == 30
+
+
+def test_a_non_finite_loss_reports_the_loss_in_every_tensor():
+    params, _, g = _quadratic(4)
+    result = check_gradients(lambda p: float("nan"), params, {"dw": g}, seed=0)
+    assert not result.passed and np.isnan(result.difference) and result.failed == ("w",)
+    assert "training diverged" in result.per_param["w"].note and result.loss_evaluations == 1
