@@ -308,6 +308,22 @@ class Shadow:
 # The command line
 
 
+def _survivors_in(log: Path) -> set:
+    """``(line, mutation)`` of each survivor listed in an earlier run's summary."""
+    out: set = set()
+    in_list = False
+    for raw in log.read_text().splitlines():
+        if raw.startswith("survived "):
+            in_list = True
+            continue
+        if in_list and raw.startswith("  "):
+            where, _, text = raw.strip().partition("  ")
+            out.add((int(where.rsplit(":", 1)[1]), text))
+        elif in_list:
+            in_list = False
+    return out
+
+
 def _select(mutants: List[Mutant], lines: str, limit: int, seed: int) -> List[Mutant]:
     if lines:
         wanted: set = set()
@@ -398,6 +414,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=0.0, help="seconds per mutant (default: 3x the baseline + 5)")
     ap.add_argument("--lines", default="", help="only mutants on these lines, e.g. 40-80,120")
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
+    ap.add_argument("--survivors-of", default="", metavar="LOG",
+                    help="run only the survivors listed in an earlier run's output (after adding tests: the mutants "
+                         "it killed stay killed as long as the library and the earlier tests are unchanged)")
     args = ap.parse_args(argv)
 
     module = (ROOT / args.module).resolve()
@@ -406,6 +425,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     source = module.read_text()
     found = find_mutants(source)
     mutants = _select(found, args.lines, args.max, args.seed)
+    if args.survivors_of:
+        listed = _survivors_in(Path(args.survivors_of))
+        mutants = [m for m in found if (m.line, m.text) in listed]
     rel = module.relative_to(ROOT)
     if args.list:
         for m in mutants:
