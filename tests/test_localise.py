@@ -18,27 +18,28 @@ from gradwatch.probes import Evaluator
 def setup(error, limit=None):
     e = np.asarray(error, dtype=float)
     w = np.zeros(e.size)
-    slot = build_slot("w", "w", w, np.zeros(e.size))
+    slot = build_slot("w", "w", w, np.arange(e.size) + 10.0)
     ev = Evaluator(lambda p: 0.0, None, 0, limit)
     return e, slot, ev, Workspace({"w": w}, [slot])
 
 
 class Runner:
-    """Shows ‖e[lo:hi]‖ for a probe over [lo, hi); ``upset`` careless measurements show nothing."""
+    """Shows |weight| × ‖e[lo:hi]‖ for a probe over [lo, hi) (its analytic side is the probe's own);
+    ``upset`` careless measurements show nothing."""
 
     def __init__(self, e, upset=False, fail_after=None):
         self.e, self.upset, self.fail_after = e, upset, fail_after
         self.calls = []  # (lo, hi, step, careful)
 
     def __call__(self, ws, probe, step, careful):
-        d = probe.single
+        (d, weight), = probe.parts
         self.calls.append((d.lo, d.hi, step, careful))
         if self.fail_after is not None and len(self.calls) > self.fail_after:
             return None
-        size = float(np.linalg.norm(self.e[d.lo:d.hi]))
+        size = abs(weight) * float(np.linalg.norm(self.e[d.lo:d.hi]))
         if self.upset and not careful:
             size = 0.0
-        return Settled(1.0 + size, 1.0, size, size, size, True)
+        return Settled(probe.analytic, probe.analytic - size, size, size, size, True)
 
 
 def first_of(e):
@@ -51,12 +52,13 @@ def test_a_concentrated_error_is_followed_to_its_entry(entry):
     run = Runner(e)
     got = localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     assert got.localised and not got.spread and got.worst is not None and got.worst[0] == entry
-    assert got.worst[1:] == (4.0, 1.0)  # the entry re-measured carefully: its analytic and numeric
+    assert got.worst[1:] == (entry + 10.0, entry + 10.0 - 3.0)  # the entry's gradient, and its estimate
     assert run.calls[-1] == (entry, entry + 1, 1e-6, True)
 
 
-def test_a_half_that_carries_the_whole_error_is_followed_without_measuring_the_other():
-    e, slot, ev, ws = setup(np.eye(64)[0])
+@pytest.mark.parametrize("size", [0.5, 3.0])
+def test_a_half_that_carries_the_whole_error_is_followed_without_measuring_the_other(size):
+    e, slot, ev, ws = setup(np.eye(64)[0] * size)
     run = Runner(e)
     localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     ranges = [(lo, hi) for lo, hi, _, _ in run.calls[:-1]]
@@ -108,11 +110,14 @@ def test_halves_that_both_show_nothing_are_measured_again_carefully():
     run = Runner(e, upset=True)
     got = localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     assert got.worst is not None and got.worst[0] == 11
-    assert any(careful for _, hi, _, careful in run.calls[:-1])
+    # at every level: both halves carelessly (nothing shows), then both carefully
+    assert [careful for _, _, _, careful in run.calls[:-1]] == [False, False, True, True] * 4
 
 
-def test_halves_that_carry_their_parents_error_are_not_measured_again():
-    e, slot, ev, ws = setup(np.arange(1.0, 17.0))  # the larger half carries more than half at every level
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_halves_that_carry_their_parents_error_are_not_measured_again(scale):
+    # the larger half carries more than half of the squared error at every level
+    e, slot, ev, ws = setup(np.arange(1.0, 17.0) * scale)
     run = Runner(e)
     localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     assert not any(careful for _, _, _, careful in run.calls[:-1])
@@ -133,7 +138,7 @@ def test_bisection_starts_only_when_the_budget_affords_every_level(size, needed)
     assert localise(Runner(e), ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0)).localised
     _, slot, ev, ws = setup(e, limit=needed - 1)
     got = localise(Runner(e), ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
-    assert not got.localised and got.worst is None
+    assert not got.localised and got.worst is None and not got.spread
 
 
 @pytest.mark.parametrize("fail_after", [0, 1, 3, 6])
@@ -153,3 +158,26 @@ def test_a_spread_error_keeps_its_spread_finding_when_the_budget_runs_out():
     e, slot, ev, ws = setup(np.ones(16))
     got = localise(Runner(e, fail_after=6), ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     assert got.spread and not got.localised
+
+
+@pytest.mark.parametrize("share,alone", [(0.92, True), (0.85, False)])
+def test_a_half_is_followed_alone_when_it_carries_nine_tenths_of_the_squared_error(share, alone):
+    e = np.zeros(8)
+    e[0], e[7] = math.sqrt(share), math.sqrt(1 - share)
+    e, slot, ev, ws = setup(e)
+    run = Runner(e)
+    localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
+    assert (run.calls[1][:2] == (0, 2)) is alone  # the other half [4, 8) was not measured
+
+
+def test_an_error_no_half_shows_is_not_called_spread():
+    # the first probes showed an error, but no range carries any: upset measurements, not a spread error
+    e, slot, ev, ws = setup(np.zeros(16))
+    got = localise(Runner(e), ev, ws, slot, [Settled(1.0, 1.0, 1.0, 1.0, 1.0, True)], 1e-6, np.random.default_rng(0))
+    assert not got.spread and got.localised
+
+
+def test_first_probes_that_showed_nothing_still_lead_to_the_entry():
+    e, slot, ev, ws = setup(np.eye(16)[9])
+    got = localise(Runner(e), ev, ws, slot, [Settled(1.0, 1.0, 0.0, 0.0, 0.0, True)], 1e-6, np.random.default_rng(0))
+    assert got.worst is not None and got.worst[0] == 9
