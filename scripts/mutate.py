@@ -415,7 +415,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--lines", default="", help="only mutants on these lines, e.g. 40-80,120")
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
     ap.add_argument("--survivors-of", default="", metavar="LOG",
-                    help="run only the survivors listed in an earlier run's output (after adding tests: the mutants "
+                    help="run only the survivors listed in an earlier run's output (give the same --max and --seed; "
+                         "after adding tests, the mutants "
                          "it killed stay killed as long as the library and the earlier tests are unchanged)")
     args = ap.parse_args(argv)
 
@@ -427,7 +428,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     mutants = _select(found, args.lines, args.max, args.seed)
     if args.survivors_of:
         listed = _survivors_in(Path(args.survivors_of))
-        mutants = [m for m in found if (m.line, m.text) in listed]
+        mutants = [m for m in mutants if (m.line, m.text) in listed]  # within the same sample (--max/--seed)
     rel = module.relative_to(ROOT)
     if args.list:
         for m in mutants:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gradwatch.result import CheckResult, ParamCheck, format_index, format_report
+from gradwatch.result import CheckResult, ParamCheck, format_index
 
 
 def pc(name, verdict, **kw):
