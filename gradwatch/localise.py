@@ -49,13 +49,13 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
         if est_a is None:
             return Located(None, spread, False)
-        if est > 0 and (est_a / est) ** 1 >= TOLERANCES.clear_share:
+        if est > 0 and (est_a / est) ** 2 >= TOLERANCES.clear_share:
             hi, est, both = (mid, est_a, 0)
             continue
         est_b = _carried(run, ws, slot, mid, hi, step, rng)
         if est_b is None:
             return Located(None, spread, False)
-        if not spread and est > 0 and (max(est_a, est_b) ** 2 < 0.5 * est * est):
+        if not spread and est > 0 and (max(est_a, est_b) ** 4 < 0.5 * est * est):
             est_a = _carried(run, ws, slot, lo, mid, step, rng, careful=True)
             est_b = _carried(run, ws, slot, mid, hi, step, rng, careful=True)
             if est_a is None or est_b is None:

@@ -250,3 +250,9 @@ def test_a_workspace_base_of_a_substituted_tensor_is_the_users_values():
         ws.write(slot, 0, 2, np.array([9.0, 9.0]))
         assert ws.base(slot, 0, 2).tolist() == [1.5, 2.5] and ws.work["w"].tolist() == [9.0, 9.0]
     assert ws.work["w"].tolist() == [1.5, 2.5]
+
+
+def test_views_of_one_buffer_that_do_not_overlap_are_separate_parameters():
+    buf = np.zeros((2, 3))
+    slots = build_slots({"a": buf[0], "b": buf[1]}, {"da": np.ones(3), "db": np.ones(3)})
+    assert [s.name for s in slots] == ["a", "b"]
