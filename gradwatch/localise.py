@@ -7,26 +7,36 @@ level is *spread* (a scale error, a missing term, an off-by-one) and is reported
 entry that carries a share of it (the larger half followed, without re-measuring upsets). Every measurement asks the
 evaluator's budget first: when it is spent, localisation stops and says so.
 """
+
 from __future__ import annotations
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
+
 import numpy as np
+
 from .inputs import Slot, Workspace
 from .noise import Settled
 from .probes import Evaluator, Probe, coordinate, random_direction
 from .tolerances import TOLERANCES
+
+#: Measure a probe at a step: once (``careful=False``), or settled by re-measuring when suspicious.
 Runner = Callable[[Workspace, Probe, float, bool], Optional[Settled]]
+
 
 @dataclass(frozen=True)
 class Located:
     """Where a wrong tensor's error is: an entry (flat index, analytic, numeric); ``spread`` when no single
     entry carries it (the entry then carries a share of it)."""
+
     worst: Optional[Tuple[int, float, float]]
     spread: bool
     localised: bool
 
-def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: float, rng: np.random.Generator, careful: bool=False) -> Optional[float]:
+
+def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: float, rng: np.random.Generator,
+             careful: bool = False) -> Optional[float]:
     """The size of the error carried by entries ``[lo, hi)``: the gap of one probe over them. The
     direction moves the parameters by ``step`` in all (``step / √entries`` per entry): an error far
     above the threshold shows at any step, and a small one crosses few kinks."""
@@ -34,7 +44,9 @@ def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: flo
     s = run(ws, probe, step / math.sqrt(hi - lo), careful)
     return None if s is None else s.gap
 
-def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Sequence[Settled], step: float, rng: np.random.Generator) -> Located:
+
+def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Sequence[Settled], step: float,
+             rng: np.random.Generator) -> Located:
     """Bisect ``slot``'s entries to the one carrying its error, or find the error spread. ``step`` is a
     coordinate's step: each range's direction moves the parameters by that much in all."""
     if slot.size == 1:
@@ -43,19 +55,20 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
     if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):
         return Located(None, False, False)
     est = math.sqrt(float(np.mean([p.gap ** 2 for p in first])))
-    lo, hi, both, spread = (0, slot.size, 0, False)
+    lo, hi, both, spread = 0, slot.size, 0, False
     while hi - lo > 1:
         mid = (lo + hi) // 2
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
         if est_a is None:
             return Located(None, spread, False)
         if est > 0 and (est_a / est) ** 2 >= TOLERANCES.clear_share:
-            hi, est, both = (mid, est_a, 0)
+            hi, est, both = mid, est_a, 0
             continue
         est_b = _carried(run, ws, slot, mid, hi, step, rng)
         if est_b is None:
             return Located(None, spread, False)
-        if not spread and est > 0 and (max(est_a, est_b) ** 4 < 0.5 * est * est):
+        if not spread and est > 0 and max(est_a, est_b) ** 2 < 0.5 * est * est:
+            # neither half carries what its parent showed: a kink upset a probe; measure both carefully
             est_a = _carried(run, ws, slot, lo, mid, step, rng, careful=True)
             est_b = _carried(run, ws, slot, mid, hi, step, rng, careful=True)
             if est_a is None or est_b is None:
@@ -64,9 +77,9 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
         both = both + 1 if total > 0 and min(est_a, est_b) ** 2 >= TOLERANCES.spread_share * total else 0
         spread = spread or both >= TOLERANCES.spread_levels
         if est_a >= est_b:
-            hi, est = (mid, est_a)
+            hi, est = mid, est_a
         else:
-            lo, est = (mid, est_b)
+            lo, est = mid, est_b
     entry = run(ws, Probe.of([(coordinate(slot, lo), 1.0)]), step, True)
     if entry is None:
         return Located(None, spread, False)

@@ -66,7 +66,7 @@ def test_a_half_that_carries_the_whole_error_is_followed_without_measuring_the_o
 
 
 def test_a_range_moves_the_parameters_by_the_step_in_all():
-    e, slot, ev, ws = setup(np.eye(64)[0])
+    e, slot, ev, ws = setup(np.eye(64)[63])  # the upper halves: ranges that do not start at 0
     run = Runner(e)
     localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     for lo, hi, step, careful in run.calls[:-1]:

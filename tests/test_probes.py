@@ -306,8 +306,8 @@ def test_odd_byte_directions_have_exactly_unit_mean_square_over_all_codes():
 @pytest.mark.parametrize("size,gaussian", [(GAUSSIAN_MAX_ENTRIES, True), (GAUSSIAN_MAX_ENTRIES + 1, False)])
 def test_directions_are_normal_up_to_65536_entries_and_bytes_beyond(size, gaussian):
     assert GAUSSIAN_MAX_ENTRIES == 65536
-    d = random_direction(slot_of(np.zeros(size)), 0, size, np.random.default_rng(0))
-    assert d.codes is not None and (d.codes.dtype == np.float64) is gaussian
+    d = random_direction(slot_of(np.zeros(size + 10)), 10, size + 10, np.random.default_rng(0))
+    assert d.codes is not None and d.codes.size == size and (d.codes.dtype == np.float64) is gaussian
 
 
 def test_a_direction_over_one_entry_is_that_coordinate():
@@ -319,11 +319,13 @@ def test_a_direction_over_one_entry_is_that_coordinate():
 def test_a_direction_over_many_chunks_projects_the_whole_gradient():
     from gradwatch.inputs import CHUNK
 
-    n = 2 * CHUNK + 7
+    n, lo = 2 * CHUNK + 7, 5
     g = np.random.default_rng(6).standard_normal(n)
     s = slot_of(np.zeros(n), g)
-    d = random_direction(s, 0, n, np.random.default_rng(7))
-    assert d.analytic() == pytest.approx(math.fsum(g * d.values(0, n)), rel=1e-12)
+    d = random_direction(s, lo, n, np.random.default_rng(7))
+    v = d.values(lo, n)
+    assert v.size == n - lo and np.array_equal(d.values(lo + CHUNK, n), v[CHUNK:])
+    assert d.analytic() == pytest.approx(math.fsum(g[lo:] * v), rel=1e-12)
 
 
 def test_a_probe_weighs_each_part():
@@ -361,10 +363,16 @@ def test_the_grown_step_puts_round_off_at_a_twentieth_of_a_threshold_sized_gap()
     s = slot_of(np.zeros(4))
     plain = float(np.cbrt(EPS))
     noise = 4 * plain * 1e-7 * 1.0 / 20  # needs 4× the plain step
-    assert choose_step(s, 1, None, EPS, noise, 1.0, 1e-7) == pytest.approx(20 * noise / (1e-7 * 1.0), rel=1e-12)
+    assert choose_step(s, 1, None, EPS, 2 * noise, 2.0, 1e-7) == pytest.approx(20 * 2 * noise / (1e-7 * 2.0), rel=1e-12)
     assert choose_step(s, 1, None, EPS, 1.0, 1.0, 1e-7) == pytest.approx(16 * plain, rel=1e-12)
 
 
 def test_a_zero_reference_keeps_the_plain_step():
     s = slot_of(np.zeros(4))
     assert choose_step(s, 1, None, EPS, 1e-10, 0.0, 1e-7) == pytest.approx(float(np.cbrt(EPS)))
+
+
+def test_a_difference_of_exactly_the_absolute_floor_at_a_zero_loss_is_noise():
+    ev = ev_of(lambda p: 0.0)
+    ev.same_point(0.0, 1e-13, "test")
+    assert ev.jitter == 1e-13
