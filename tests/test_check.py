@@ -760,6 +760,7 @@ def test_directions_find_a_wrong_tensor_and_localise_its_entry():
     pc = result.per_param["w"]
     assert pc.method == "directions" and pc.verdict == "wrong" and pc.worst_index == (123,)
     assert pc.localised and not pc.spread and result.loss_evaluations <= AUTO_BUDGET
+    assert pc.explained_by == () and "kink" not in pc.note  # a smooth loss: no probe sat on a kink
 
 
 def test_the_direction_step_shrinks_by_the_fourth_root_of_the_entries():
@@ -789,4 +790,59 @@ def test_a_non_finite_loss_reports_the_loss_in_every_tensor():
     params, _, g = _quadratic(4)
     result = check_gradients(lambda p: float("nan"), params, {"dw": g}, seed=0)
     assert not result.passed and np.isnan(result.difference) and result.failed == ("w",)
+    assert result.per_param["w"].verdict == "wrong" and not result.per_param["w"].passed
     assert "training diverged" in result.per_param["w"].note and result.loss_evaluations == 1
+
+
+def test_a_kink_within_the_first_step_is_stepped_past_until_two_estimates_agree():
+    # relu(w − 0.2) with w[0] 3e-6 right of the kink: the default step (∛eps ≈ 6e-6) straddles it, a
+    # quarter of it does not, and a sixteenth agrees with the quarter: the tensor is right
+    w = np.array([0.2 + 3e-6, 0.5, -0.3, 0.7])
+    loss = lambda p: float(np.sum(np.maximum(p["w"] - 0.2, 0.0)))  # noqa: E731
+    pc = check_gradients(loss, {"w": w}, {"dw": (w > 0.2).astype(float)}, sample="all", seed=0).per_param["w"]
+    assert pc.verdict == "right" and pc.explained_by == ()
+
+
+@pytest.mark.parametrize("scale,verdict", [(1.0, "right"), (1.01, "wrong")])
+def test_a_non_contiguous_parameter_is_checked_one_entry_at_a_time(scale, verdict):
+    base = np.random.default_rng(9).standard_normal((4, 6))
+    w = base[:, ::2]  # a float64 view with strides: perturbed in place, entry by entry
+    loss = lambda p: float(np.sum(np.sin(p["w"])))  # noqa: E731
+    result = check_gradients(loss, {"w": w}, {"dw": scale * np.cos(w)}, sample="all", seed=0)
+    assert result.per_param["w"].verdict == verdict and result.loss_evaluations >= 3 + 2 * w.size
+
+
+def test_a_correct_tensor_is_cleared_by_the_first_two_screens():
+    # two base losses, two screens of two losses each, and the loss at the end (a loss of ~0.01: its
+    # round-off leaves the two screens' bound ~1e-11, far below the threshold)
+    params, loss, g = _quadratic(300, seed=10, scale=0.01)
+    result = check_gradients(loss, params, {"dw": g}, seed=0)
+    assert result.per_param["w"].probes == 2 and result.loss_evaluations == 2 + 2 * 2 + 1
+
+
+def test_an_exactly_zero_gradient_is_judged_against_a_hundredth_of_the_models_rms_gradient():
+    # z does not enter the loss (true gradient exactly 0); v's gradient is 100 per entry; the loss is
+    # 1e3 in size, so one difference's round-off (4 eps |J| / step) is ~1e-11 at the largest step:
+    # below 1e-7 of a floor of 0.01 × RMS ≈ 0.7 per entry, far above 1e-7 of anything 1e4 smaller
+    rng = np.random.default_rng(11)
+    v, z = rng.standard_normal(8), rng.standard_normal(8)
+    loss = lambda p: float(1e3 + 100.0 * np.sum(p["v"]))  # noqa: E731
+    result = check_gradients(loss, {"v": v, "z": z}, {"dv": np.full(8, 100.0), "dz": np.zeros(8)},
+                             sample="all", seed=0)
+    assert result.per_param["z"].verdict == "right" and result.passed
+
+
+def test_a_loss_that_drifts_during_the_check_makes_right_tensors_inconclusive():
+    # each call adds 1e-15 to a loss of ~10: far below the randomness tolerance, but by the end of the
+    # check the loss at the point has moved by ~20 round-offs, more than twice the drift seen before
+    params, quad, g = _quadratic(8, seed=12)
+    calls = []
+    loss = lambda p: calls.append(1) or 10.0 + quad(p) + 1e-15 * len(calls)  # noqa: E731
+    result = check_gradients(loss, params, {"dw": g}, sample="all", seed=0)
+    pc = result.per_param["w"]
+    assert pc.verdict == "inconclusive" and "varied" in pc.note and result.verdict == "inconclusive"
+
+
+def test_an_empty_model_reports_the_float64_threshold():
+    result = check_gradients(lambda p: 0.0, {}, {}, seed=0)
+    assert result.passed and result.threshold == 1e-7 and result.per_param == {}

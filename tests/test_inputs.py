@@ -253,6 +253,8 @@ def test_a_workspace_base_of_a_substituted_tensor_is_the_users_values():
 
 
 def test_views_of_one_buffer_that_do_not_overlap_are_separate_parameters():
-    buf = np.zeros((2, 3))
-    slots = build_slots({"a": buf[0], "b": buf[1]}, {"da": np.ones(3), "db": np.ones(3)})
+    buf = np.zeros((3, 2))
+    a, b = buf[:, 0], buf[:, 1]  # interleaved: their bounds overlap, no entry is shared
+    assert np.may_share_memory(a, b)
+    slots = build_slots({"a": a, "b": b}, {"da": np.ones(3), "db": np.ones(3)})
     assert [s.name for s in slots] == ["a", "b"]
