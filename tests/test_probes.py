@@ -267,7 +267,7 @@ def test_same_point_tolerance_is_the_larger_of_1e3_eps64_and_4_loss_precisions_p
     relative = max(1e3 * EPS, 4 * ev.precision)
     tol = relative * abs(first) + 1e-13
     ev.same_point(first, first + 0.9 * tol * np.sign(first), "test")
-    assert ev.jitter == pytest.approx(0.9 * tol, rel=1e-3)
+    assert ev.jitter == pytest.approx(0.9 * tol, rel=1e-3, abs=0)
     with pytest.raises(DropoutActiveError):
         ev.same_point(first, first + 1.1 * tol * np.sign(first), "test")
     with pytest.raises(DropoutActiveError):
@@ -278,7 +278,7 @@ def test_jitter_keeps_the_largest_difference_seen():
     ev = ev_of(lambda p: 0.0)
     ev.same_point(1.0, 1.0 + 2e-13, "a")
     ev.same_point(1.0, 1.0 + 1e-13, "b")
-    assert ev.jitter == pytest.approx(2e-13, rel=1e-3)
+    assert ev.jitter == pytest.approx(2e-13, rel=1e-3, abs=0)
 
 
 def test_a_non_finite_base_loss_is_not_compared():
