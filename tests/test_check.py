@@ -846,3 +846,60 @@ def test_a_loss_that_drifts_during_the_check_makes_right_tensors_inconclusive():
 def test_an_empty_model_reports_the_float64_threshold():
     result = check_gradients(lambda p: 0.0, {}, {}, seed=0)
     assert result.passed and result.threshold == 1e-7 and result.per_param == {}
+
+
+class _Recorder:
+    """A quadratic loss over named tensors that keeps each call's displacement from the point."""
+
+    def __init__(self, sizes, seed=0):
+        rng = np.random.default_rng(seed)
+        self.params = {k: rng.standard_normal(n) * 0.1 for k, n in sizes.items()}
+        self.origin = {k: v.copy() for k, v in self.params.items()}
+        self.c = {k: rng.uniform(0.5, 2.0, n) for k, n in sizes.items()}
+        self.moves = []
+
+    def __call__(self, p):
+        self.moves.append({k: np.asarray(p[k], dtype=float) - self.origin[k] for k in self.origin})
+        return float(sum(np.sum(self.c[k] * p[k] ** 2) / 2 for k in self.origin))
+
+    def grads(self):
+        return {"d" + k: self.c[k] * v for k, v in self.params.items()}
+
+
+def test_full_tensor_probes_move_each_entry_by_the_step_or_a_refinement_of_it():
+    # screens and direction probes move every entry by step × a unit-mean-square direction, re-measured
+    # at step/4, step/16, …: the RMS move of a call over 400 entries is step × 4^-k (to sampling noise)
+    rec = _Recorder({"w": 400}, seed=1)
+    grads = rec.grads()
+    grads["dw"][17] += 1.0
+    pc = check_gradients(rec, rec.params, grads, seed=0).per_param["w"]
+    assert pc.method == "directions"
+    full = [m["w"] for m in rec.moves if np.count_nonzero(m["w"]) == 400]
+    assert len(full) >= 4
+    for move in full:
+        levels = np.log(np.sqrt(np.mean(move ** 2)) / pc.step) / np.log(1 / 4)
+        assert abs(levels - round(levels)) < 0.2 and round(levels) >= 0
+
+
+def test_a_grossly_wrong_tensor_is_screened_twice_then_probed():
+    # after two screens even four could not bring the bound under the threshold: no more screens; the
+    # first direction probe is suspicious and measured again at the same step (the first repeated move)
+    rec = _Recorder({"w": 400}, seed=2)
+    grads = rec.grads()
+    grads["dw"] *= 2.0
+    check_gradients(rec, rec.params, grads, seed=0)
+    moves = [m["w"] for m in rec.moves]
+    repeat = next(i for i in range(1, len(moves)) if np.count_nonzero(moves[i]) and any(
+        np.array_equal(moves[i], moves[j]) for j in range(i)))
+    screens_calls = repeat - 2 - 2  # the two base losses, then the repeated probe's first pair
+    assert screens_calls == 2 * TOLERANCES.screens_first
+
+
+@pytest.mark.parametrize("sizes,together", [({"a": 300, "b": 200}, True), ({"a": 300, "b": 300}, False)])
+def test_tensors_are_screened_together_while_their_working_memory_fits_twice_the_largest(sizes, together):
+    # a screen needs 9 bytes per entry (a float64 copy and a direction byte); the largest float64 tensor
+    # sets the room to twice its 8 bytes per entry: 9 × 500 ≤ 16 × 300, but 9 × 600 > 16 × 300
+    rec = _Recorder(sizes, seed=3)
+    check_gradients(rec, rec.params, rec.grads(), seed=0)
+    first_screen = rec.moves[2]
+    assert bool(np.count_nonzero(first_screen["a"]) and np.count_nonzero(first_screen["b"])) is together
