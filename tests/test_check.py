@@ -903,3 +903,8 @@ def test_tensors_are_screened_together_while_their_working_memory_fits_twice_the
     check_gradients(rec, rec.params, rec.grads(), seed=0)
     first_screen = rec.moves[2]
     assert bool(np.count_nonzero(first_screen["a"]) and np.count_nonzero(first_screen["b"])) is together
+
+
+def test_a_non_finite_loss_of_an_empty_model_reports_the_float64_threshold():
+    result = check_gradients(lambda p: float("inf"), {}, {}, seed=0)
+    assert not result.passed and result.threshold == 1e-7 and np.isnan(result.difference)
