@@ -372,7 +372,16 @@ def test_a_zero_reference_keeps_the_plain_step():
     assert choose_step(s, 1, None, EPS, 1e-10, 0.0, 1e-7) == pytest.approx(float(np.cbrt(EPS)))
 
 
-def test_a_difference_of_exactly_the_absolute_floor_at_a_zero_loss_is_noise():
+def test_a_difference_of_exactly_the_tolerance_is_noise():
     ev = ev_of(lambda p: 0.0)
-    ev.same_point(0.0, 1e-13, "test")
-    assert ev.jitter == 1e-13
+    relative = max(1e3 * EPS, 4 * EPS)
+
+    def tol(x):
+        return relative * abs(x) + 1e-13
+
+    x = 1e-13  # the representable loss x whose difference from 0 equals its own tolerance exactly
+    while x < tol(x):
+        x = float(np.nextafter(x, 1.0))
+    assert x == tol(x)
+    ev.same_point(0.0, x, "test")
+    assert ev.jitter == x
