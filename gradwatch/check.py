@@ -282,8 +282,6 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], s
             continue
         o = outcomes[s.name]
         j = judge(o.probes, ctx.thresholds[s.name], o.reference, o.statistical, s.grad_finite)
-        if drifted and j.verdict == "right":
-            j = dataclasses.replace(j, verdict="inconclusive")
         reason = why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name], o.statistical)
         loc = located.get(s.name)
         per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)

@@ -726,3 +726,269 @@ def test_a_gradient_under_both_key_conventions_with_different_arrays_is_ambiguou
     w = np.ones((2, 2))
     with pytest.raises(GradWatchError, match="'dW' and 'W'"):
         check_gradients(lambda p: 0.0, {"W": w, "b": np.ones(2)}, {"dW": w, "W": 2 * w, "db": np.ones(2)})
+
+
+# ---- mutation-guided tests
+# Each pins one observable consequence of check.py's plan, step, bounds or report, derived from the
+# documented formulas (README "How the check stays honest", the contract's Verdicts), so that a doubled
+# tolerance or a flipped comparison changes a verdict, a count or a number here.
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _quadratic(n, seed=0, scale=1.0):
+    """J(w) = Σ c·w² / 2 + b·w with exact gradient c·w + b: smooth, and central differences are exact."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(n) * scale
+    c, b = rng.uniform(0.5, 2.0, n), rng.standard_normal(n)
+    loss = lambda p: float(np.sum(c * p["w"] ** 2) / 2 + np.sum(b * p["w"]))  # noqa: E731
+    return {"w": w}, loss, c * w + b
+
+
+def _first_planned(loss, params, grads, **kw):
+    seen = []
+    result = check_gradients(loss, params, grads, progress=lambda d, n: seen.append((d, n)), **kw)
+    return seen[0][1], result
+
+
+@pytest.mark.parametrize("n,planned", [(7, 3 + 2 * 7), (100, 3 + 2 * 100), (101, 3 + 2 * 2)])
+def test_auto_plans_the_full_loop_up_to_100_entries_and_two_screens_beyond(n, planned):
+    params, loss, g = _quadratic(n)
+    first, result = _first_planned(loss, params, {"dw": g}, seed=0)
+    assert first == planned
+    assert result.per_param["w"].method == ("all" if n <= 100 else "screen")
+
+
+def test_sample_all_and_sample_k_plan_two_evaluations_per_entry_and_three_more():
+    params, loss, g = _quadratic(9)
+    assert _first_planned(loss, params, {"dw": g}, sample="all", seed=0)[0] == 3 + 2 * 9
+    assert _first_planned(loss, params, {"dw": g}, sample=4, seed=0)[0] == 3 + 2 * 4
+    assert _first_planned(loss, params, {"dw": g}, sample=40, seed=0)[0] == 3 + 2 * 9
+
+
+def test_the_coordinate_step_is_the_cube_root_of_eps_times_the_tensors_rms_at_least_one():
+    for scale in (0.3, 5.0):
+        params, loss, g = _quadratic(12, scale=scale)
+        rms = float(np.sqrt(np.mean(params["w"] ** 2)))
+        pc = check_gradients(loss, params, {"dw": g}, sample="all", seed=0).per_param["w"]
+        assert pc.step == pytest.approx(np.cbrt(EPS64) * max(1.0, rms), rel=1e-12)
+
+
+def test_a_given_epsilon_is_the_coordinate_step():
+    params, loss, g = _quadratic(6)
+    assert check_gradients(loss, params, {"dw": g}, sample="all", epsilon=1e-4, seed=0).per_param["w"].step == 1e-4
+
+
+def test_the_full_loop_reports_formula_2_entry_errors_and_the_largest_gap():
+    params, loss, g = _quadratic(10, seed=3)
+    bad = g.copy()
+    bad[4] += 0.5
+    bad[7] -= 0.05
+    result = check_gradients(loss, params, {"dw": bad}, sample="all", seed=0)
+    pc = result.per_param["w"]
+    assert pc.verdict == "wrong" and pc.worst_index == (4,) and pc.checked == 10 and pc.probes == 10
+    expected = np.linalg.norm(bad - g) / (np.linalg.norm(bad) + np.linalg.norm(g))
+    assert result.difference == pytest.approx(expected, rel=1e-6) and pc.difference == pytest.approx(expected, rel=1e-6)
+    assert pc.max_abs_error == pytest.approx(0.5, rel=1e-6)
+    assert pc.entry_errors[4] == pytest.approx(0.5 / (abs(bad[4]) + abs(g[4])), rel=1e-5)
+    assert pc.entry_errors[0] < 1e-8
+    assert pc.worst_analytic == bad[4] and pc.worst_numeric == pytest.approx(g[4], rel=1e-8)
+
+
+def test_an_error_just_above_the_threshold_fails_and_just_below_passes():
+    # a relative difference of 3e-7 vs 3e-8 in one entry: central differences of a quadratic are exact
+    params, loss, g = _quadratic(10, seed=4)
+    for rel, verdict in ((3e-7, "wrong"), (3e-8, "right")):
+        bad = g.copy()
+        bad[2] += rel * 2 * np.linalg.norm(g)
+        assert check_gradients(loss, params, {"dw": bad}, sample="all", seed=0).per_param["w"].verdict == verdict
+
+
+def test_a_screened_tensor_reports_the_bound_the_screens_proved():
+    params, loss, g = _quadratic(300, seed=5)
+    result = check_gradients(loss, params, {"dw": g}, seed=0)
+    pc = result.per_param["w"]
+    assert pc.method == "screen" and pc.verdict == "right" and pc.passed and pc.checked == 300
+    assert pc.probes >= TOLERANCES.screens_first and pc.difference == pc.bound < pc.threshold
+    assert pc.worst_index is None and result.passed
+
+
+def test_the_threshold_of_a_mixed_model_is_the_loosest_and_each_tensor_keeps_its_own():
+    w64, w32 = np.ones(3), np.ones(3, dtype=np.float32)
+    loss = lambda p: float(np.sum(p["a"] ** 2) + np.sum(p["b"].astype(np.float64) ** 2))  # noqa: E731
+    result = check_gradients(loss, {"a": w64, "b": w32}, {"da": 2 * w64, "db": 2 * w32}, sample="all", seed=0)
+    assert result.threshold == 1e-4
+    assert result.per_param["a"].threshold == 1e-7 and result.per_param["b"].threshold == 1e-4
+
+
+def test_a_given_threshold_applies_to_every_tensor():
+    params, loss, g = _quadratic(5)
+    bad = g * 1.001  # a relative difference of ~5e-4
+    assert check_gradients(loss, params, {"dw": bad}, sample="all", threshold=1e-3, seed=0).passed
+    assert check_gradients(loss, params, {"dw": bad}, sample="all", threshold=1e-4, seed=0).failed == ("w",)
+
+
+def test_directions_find_a_wrong_tensor_and_localise_its_entry():
+    params, loss, g = _quadratic(400, seed=6)
+    bad = g.copy()
+    bad[123] += 1.0
+    result = check_gradients(loss, params, {"dw": bad}, seed=1)
+    pc = result.per_param["w"]
+    assert pc.method == "directions" and pc.verdict == "wrong" and pc.worst_index == (123,)
+    assert pc.localised and not pc.spread and result.loss_evaluations <= AUTO_BUDGET
+    assert pc.explained_by == () and "kink" not in pc.note  # a smooth loss: no probe sat on a kink
+
+
+def test_the_direction_step_shrinks_by_the_fourth_root_of_the_entries():
+    params, loss, g = _quadratic(400, seed=8)
+    bad = g.copy()
+    bad[0] += 1.0  # not cleared by the screens: probed along directions at its own step
+    pc = check_gradients(loss, params, {"dw": bad}, seed=1).per_param["w"]
+    rms = float(np.sqrt(np.mean(params["w"] ** 2)))
+    plain = np.cbrt(EPS64) * max(1.0, rms) * 400 ** -0.25
+    # grown so that one difference's round-off (4 eps |J|) is a twentieth of a threshold-sized gap, ≤ 16×
+    needed = 20 * 4 * EPS64 * abs(loss(params)) / (1e-7 * np.linalg.norm(bad))
+    assert pc.method == "directions" and plain < needed < 16 * plain
+    assert pc.step == pytest.approx(needed, rel=1e-9)
+
+
+def test_the_budget_grows_to_twenty_evaluations_per_tensor():
+    rng = np.random.default_rng(1)
+    params = {f"W{i}": rng.standard_normal((8, 20)) for i in range(30)}
+    loss = lambda p: float(sum(np.sum(np.sin(v)) for v in p.values()))  # noqa: E731
+    grads = {f"dW{i}": np.cos(v) * 1.01 for i, v in enumerate(params.values())}
+    result = check_gradients(loss, params, grads, seed=0)
+    assert AUTO_BUDGET < result.loss_evaluations <= 20 * 30
+    assert len(result.failed) == 30
+
+
+def test_a_non_finite_loss_reports_the_loss_in_every_tensor():
+    params, _, g = _quadratic(4)
+    result = check_gradients(lambda p: float("nan"), params, {"dw": g}, seed=0)
+    assert not result.passed and np.isnan(result.difference) and result.failed == ("w",)
+    assert result.per_param["w"].verdict == "wrong" and not result.per_param["w"].passed
+    assert "training diverged" in result.per_param["w"].note and result.loss_evaluations == 1
+
+
+def test_a_kink_within_the_first_step_is_stepped_past_until_two_estimates_agree():
+    # relu(w − 0.2) with w[0] 3e-6 right of the kink: the default step (∛eps ≈ 6e-6) straddles it, a
+    # quarter of it does not, and a sixteenth agrees with the quarter: the tensor is right
+    w = np.array([0.2 + 3e-6, 0.5, -0.3, 0.7])
+    loss = lambda p: float(np.sum(np.maximum(p["w"] - 0.2, 0.0)))  # noqa: E731
+    pc = check_gradients(loss, {"w": w}, {"dw": (w > 0.2).astype(float)}, sample="all", seed=0).per_param["w"]
+    assert pc.verdict == "right" and pc.explained_by == ()
+
+
+@pytest.mark.parametrize("scale,verdict", [(1.0, "right"), (1.01, "wrong")])
+def test_a_non_contiguous_parameter_is_checked_one_entry_at_a_time(scale, verdict):
+    base = np.random.default_rng(9).standard_normal((4, 6))
+    w = base[:, ::2]  # a float64 view with strides: perturbed in place, entry by entry
+    loss = lambda p: float(np.sum(np.sin(p["w"])))  # noqa: E731
+    result = check_gradients(loss, {"w": w}, {"dw": scale * np.cos(w)}, sample="all", seed=0)
+    assert result.per_param["w"].verdict == verdict and result.loss_evaluations >= 3 + 2 * w.size
+
+
+def test_a_correct_tensor_is_cleared_by_the_first_two_screens():
+    # two base losses, two screens of four losses each (two steps, extrapolated), and the loss at the end
+    # (a loss of ~0.01: its round-off leaves the two screens' bound ~1e-11, far below the threshold)
+    params, loss, g = _quadratic(300, seed=10, scale=0.01)
+    result = check_gradients(loss, params, {"dw": g}, seed=0)
+    assert result.per_param["w"].probes == 2 and result.loss_evaluations == 2 + 2 * 4 + 1
+
+
+def test_an_exactly_zero_gradient_is_judged_against_a_hundredth_of_the_models_rms_gradient():
+    # z does not enter the loss (true gradient exactly 0); v's gradient is 100 per entry; the loss is
+    # 1e3 in size, so one difference's round-off (4 eps |J| / step) is ~1e-11 at the largest step:
+    # below 1e-7 of a floor of 0.01 × RMS ≈ 0.7 per entry, far above 1e-7 of anything 1e4 smaller
+    rng = np.random.default_rng(11)
+    v, z = rng.standard_normal(8), rng.standard_normal(8)
+    loss = lambda p: float(1e3 + 100.0 * np.sum(p["v"]))  # noqa: E731
+    result = check_gradients(loss, {"v": v, "z": z}, {"dv": np.full(8, 100.0), "dz": np.zeros(8)},
+                             sample="all", seed=0)
+    assert result.per_param["z"].verdict == "right" and result.passed
+
+
+def test_a_loss_that_drifts_during_the_check_makes_right_tensors_inconclusive():
+    # each call adds 1e-15 to a loss of ~10: far below the randomness tolerance, but by the end of the
+    # check the loss at the point has moved by ~20 round-offs, more than twice the drift seen before
+    params, quad, g = _quadratic(8, seed=12)
+    calls = []
+    loss = lambda p: calls.append(1) or 10.0 + quad(p) + 1e-15 * len(calls)  # noqa: E731
+    result = check_gradients(loss, params, {"dw": g}, sample="all", seed=0)
+    pc = result.per_param["w"]
+    assert pc.verdict == "inconclusive" and "varied" in pc.note and result.verdict == "inconclusive"
+
+
+def test_an_empty_model_reports_the_float64_threshold():
+    result = check_gradients(lambda p: 0.0, {}, {}, seed=0)
+    assert result.passed and result.threshold == 1e-7 and result.per_param == {}
+
+
+class _Recorder:
+    """A quadratic loss over named tensors that keeps each call's displacement from the point."""
+
+    def __init__(self, sizes, seed=0):
+        rng = np.random.default_rng(seed)
+        self.params = {k: rng.standard_normal(n) * 0.1 for k, n in sizes.items()}
+        self.origin = {k: v.copy() for k, v in self.params.items()}
+        self.c = {k: rng.uniform(0.5, 2.0, n) for k, n in sizes.items()}
+        self.moves = []
+
+    def __call__(self, p):
+        self.moves.append({k: np.asarray(p[k], dtype=float) - self.origin[k] for k in self.origin})
+        return float(sum(np.sum(self.c[k] * p[k] ** 2) / 2 for k in self.origin))
+
+    def grads(self):
+        return {"d" + k: self.c[k] * v for k, v in self.params.items()}
+
+
+def test_full_tensor_probes_move_each_entry_by_the_step_or_a_refinement_of_it():
+    # screens and direction probes move every entry by step × a unit-mean-square direction, screens also
+    # at step/2, re-measures at step/4, step/16, …, one-sided estimates at 2 × step: the RMS move of a
+    # call over 400 entries is step × 2^-k, k >= -1 (to sampling noise)
+    rec = _Recorder({"w": 400}, seed=1)
+    grads = rec.grads()
+    grads["dw"][17] += 1.0
+    pc = check_gradients(rec, rec.params, grads, seed=0).per_param["w"]
+    assert pc.method == "directions"
+    full = [m["w"] for m in rec.moves if np.count_nonzero(m["w"]) == 400]
+    assert len(full) >= 4
+    for move in full:
+        levels = np.log2(pc.step / np.sqrt(np.mean(move ** 2)))
+        assert abs(levels - round(levels)) < 0.2 and round(levels) >= -1
+
+
+def test_a_grossly_wrong_tensor_is_screened_twice_then_probed():
+    # after two screens even four could not bring the bound under the threshold: no more screens; the
+    # first direction probe is suspicious and measured again at the same step (the first repeated move)
+    rec = _Recorder({"w": 400}, seed=2)
+    grads = rec.grads()
+    grads["dw"] *= 2.0
+    check_gradients(rec, rec.params, grads, seed=0)
+    moves = [m["w"] for m in rec.moves]
+    repeat = next(i for i in range(1, len(moves)) if np.count_nonzero(moves[i]) and any(
+        np.array_equal(moves[i], moves[j]) for j in range(i)))
+    screens_calls = repeat - 2 - 2  # the two base losses, then the repeated probe's first pair
+    assert screens_calls == 4 * TOLERANCES.screens_first  # each screen: two steps, two losses each
+
+
+@pytest.mark.parametrize("sizes,together", [({"a": 300, "b": 200}, True), ({"a": 300, "b": 300}, False)])
+def test_tensors_are_screened_together_while_their_working_memory_fits_twice_the_largest(sizes, together,
+                                                                                          monkeypatch):
+    # a screen needs 9 bytes per entry (a float64 copy and a direction byte); the largest float64 tensor
+    # sets the room to twice its 8 bytes per entry: 9 × 500 ≤ 16 × 300, but 9 × 600 > 16 × 300 (with no
+    # floor: by default small models always fit in the 8 MiB every screen may use)
+    import dataclasses
+
+    import gradwatch.screen
+
+    monkeypatch.setattr(gradwatch.screen, "TOLERANCES", dataclasses.replace(TOLERANCES, screen_memory_floor=0))
+    rec = _Recorder(sizes, seed=3)
+    check_gradients(rec, rec.params, rec.grads(), seed=0)
+    first_screen = rec.moves[2]
+    assert bool(np.count_nonzero(first_screen["a"]) and np.count_nonzero(first_screen["b"])) is together
+
+
+def test_a_non_finite_loss_of_an_empty_model_reports_the_float64_threshold():
+    result = check_gradients(lambda p: float("inf"), {}, {}, seed=0)
+    assert not result.passed and result.threshold == 1e-7 and np.isnan(result.difference)

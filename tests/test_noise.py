@@ -200,3 +200,235 @@ def test_settled_probes_make_a_probe_set():
 
 def test_the_false_pass_rate_is_small():
     assert 0 < TOLERANCES.false_pass_rate <= 1e-4
+
+
+# ------------------------------------------------------------------ boundaries of the noise model
+# (mutation-guided: each expectation is the documented formula, evaluated just inside and just outside)
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+def roundoff(step, loss_size, jitter=0.0):
+    """One difference of losses: 4 × loss precision × |J| (+ jitter), over the step."""
+    return (4 * EPS * loss_size + jitter) / step
+
+
+@pytest.mark.parametrize("a,n,ref", [(1.0, 1.0, 0.1), (0.0, 0.0, 1.0), (1.0, 0.999, 0.1), (-1.0, -1.0, 0.1)])
+def test_a_first_measurement_is_clean_up_to_a_tenth_of_a_threshold_sized_gap(a, n, ref):
+    from gradwatch.noise import gap_is_small
+
+    t = 1e-2
+    limit = 0.1 * t * max(abs(a) + abs(n), 2 * ref) - abs(a - n)  # room left for round-off
+    assert limit > 0
+    assert gap_is_small(a, m(1e-6, n), 0.99 * limit, t, ref)
+    assert not gap_is_small(a, m(1e-6, n), 1.01 * limit, t, ref)
+
+
+def test_a_gap_exactly_at_the_suspicious_share_needs_no_re_measuring():
+    from gradwatch.noise import gap_is_small
+
+    t = 1e-3
+    assert gap_is_small(1.0, m(1e-6, 1.0), 0.1 * t * 2, t, 0.5)
+
+
+@pytest.mark.parametrize("a,n2,ref", [(1.0, 1.0, 0.1), (0.0, 0.0, 1.0), (-2.0, -2.0, 0.1)])
+def test_two_estimates_agree_within_their_round_off_and_a_quarter_of_the_threshold(a, n2, ref):
+    from gradwatch.noise import agree
+
+    t, h1, h2, size = 1e-3, 1e-4, 2.5e-5, 3.0
+    slack = roundoff(h1, size) + roundoff(h2, size) + 0.25 * t * max(abs(a) + abs(n2), 2 * ref)
+    second = m(h2, n2, size, -size)
+    assert agree(m(h1, n2 + 0.99 * slack, size, -size), second, evaluator(), a, t, ref)
+    assert not agree(m(h1, n2 + 1.01 * slack, size, -size), second, evaluator(), a, t, ref)
+    assert agree(m(h1, n2 - 0.99 * slack, size, -size), second, evaluator(), a, t, ref)
+
+
+def test_a_single_measurement_is_bounded_by_its_gap_plus_its_round_off():
+    j0 = 5.0  # larger than either perturbed loss: the round-off is about the larger
+    s = settle(2.0, [m(1e-6, 2.01, 1.0, 1.0)], evaluator(jitter=1e-13), j0, 1e-7, 2.0)
+    assert s.gap == pytest.approx(0.01)
+    assert s.bound == pytest.approx(0.01 + roundoff(1e-6, j0, 1e-13), rel=1e-12)
+    assert s.last == 2.01
+
+
+def test_agreeing_estimates_carry_their_round_off_and_twice_richardsons_truncation():
+    # the last two estimates agree (threshold 0.1 leaves room for a move of 0.03)
+    trail = [m(1e-6, 2.13), m(2.5e-7, 2.1)]
+    s = settle(2.0, trail, evaluator(), 1.0, 0.1, 2.0)
+    noise = roundoff(2.5e-7, 1.0) + 2 * 0.03 / (4.0 ** 2 - 1)
+    assert s.settled and s.cause == ""  # two estimates: nothing moved before the last pair
+    assert s.bound == pytest.approx(0.1 + noise, rel=1e-9)
+    assert s.unexplained == pytest.approx(0.1 - noise, rel=1e-9)
+    assert s.numeric == 2.13 and s.last == 2.1
+
+
+def test_an_unsettled_probe_is_bounded_by_gap_round_off_and_the_last_move():
+    trail = [m(1e-6, 2.4), m(2.5e-7, 2.2), m(6.25e-8, 2.1)]
+    s = settle(2.0, trail, evaluator(), 1.0, 1e-7, 2.0)
+    assert s.bound == pytest.approx(0.1 + roundoff(6.25e-8, 1.0) + 0.1, rel=1e-9)
+    assert s.unexplained == 0.0
+
+
+def kink_trail(slopes_first=(1.0, -1.0), slopes_last=(1.0, -1.0), steps=(1e-3, 2.5e-4)):
+    """A loss with one-sided slopes (forward, backward) at J(θ) = 0, measured at two steps."""
+    out = []
+    for (f, b), h in zip((slopes_first, slopes_last), steps):
+        out.append(Measurement(h, (f + b) / 2, f * h, -b * h))
+    return out
+
+
+def test_a_kink_bound_is_twice_the_round_off_and_explains_the_gap():
+    s = settle(1.0, kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
+    assert s.cause == "kink" and s.bound == pytest.approx(2 * roundoff(2.5e-4, 2.5e-4), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_a_kink_excuses_a_gradient_up_to_its_slack_beyond_the_one_sided_slopes(side):
+    # slack = 2 × round-off + a quarter of the jump scaled by the step ratio (1/4): 0.125 here
+    slack = 0.25 * 2.0 * 0.25
+    inside = settle(side * (1 + 0.9 * slack), kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
+    outside = settle(side * (1 + 1.1 * slack), kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
+    assert inside.cause == "kink" and outside.cause != "kink"
+
+
+def test_a_kink_whose_jump_changes_by_more_than_a_quarter_is_not_at_the_point():
+    steady = settle(1.0, kink_trail(slopes_last=(1.0, -0.7)), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)  # jump 2 → 1.7
+    moving = settle(1.0, kink_trail(slopes_last=(1.0, -0.5)), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)  # jump 2 → 1.5
+    assert steady.cause == "kink" and steady.settled
+    assert moving.cause != "kink" and not moving.settled
+
+
+@pytest.mark.parametrize("ratio,kink", [(6.0, False), (10.0, True)])
+def test_a_kink_must_stand_eight_round_offs_out_of_the_noise(ratio, kink):
+    # one-sided slopes ±0.5 (a jump of 1) on a loss so large that one difference's round-off is 1/ratio
+    h1, h2 = 1e-3, 2.5e-4
+    j0 = (1.0 / ratio) * h2 / (4 * EPS)
+    trail = [Measurement(h, 0.0, j0 + 0.5 * h, j0 + 0.5 * h) for h in (h1, h2)]
+    s = settle(0.5, trail, evaluator(), j0, 1e-7, 1.0, coordinate=True)
+    assert (s.cause == "kink") is kink
+
+
+def test_a_non_finite_estimate_shows_an_unbounded_error():
+    s = settle(2.0, [m(1e-6, math.inf)], evaluator(), 1.0, 1e-7, 2.0)
+    assert s.bound == math.inf and s.unexplained == math.inf and s.settled
+
+
+def test_a_non_finite_loss_bounds_nothing_and_shows_nothing():
+    s = settle(2.0, [m(1e-6, 2.0, math.inf, math.inf)], evaluator(), 1.0, 1e-7, 2.0)
+    assert s.bound == math.inf and s.unexplained == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_the_chi2_quantile_is_where_the_tail_bound_reaches_alpha(k):
+    # P(χ²_k < x) ≤ (x/2)^(k/2) / Γ(k/2 + 1): the quantile is where that bound equals alpha
+    q = chi2_lower_quantile(k, 1e-4)
+    assert (q / 2) ** (k / 2) / math.gamma(k / 2 + 1) == pytest.approx(1e-4, rel=1e-9)
+
+
+def test_the_direction_bound_is_the_norm_of_the_bounds_over_the_chi2_quantile():
+    bounds = [1e-9, 3e-9, 2e-9]
+    norm = math.sqrt(sum(b * b for b in bounds) / chi2_lower_quantile(3, 1e-4))
+    assert direction_upper(bounds, 1.0) == pytest.approx(relative_upper(norm, 1.0), rel=1e-12)
+
+
+def test_the_verdict_bounds_are_the_documented_formulas():
+    p = probes([1.0, 2.0], [1.1, 2.0], noise=0.05, unexplained=[0.05, 0.0])
+    norm = float(np.linalg.norm(p.bound))
+    coordinates = judge(p, 1e-7, 3.0, statistical=False)
+    directions = judge(p, 1e-7, 3.0, statistical=True)
+    assert coordinates.upper == pytest.approx(norm / (2 * 3.0 - norm), rel=1e-12)
+    assert directions.upper == pytest.approx(direction_upper(p.bound.tolist(), 3.0), rel=1e-12)
+    lower = 0.05 / (math.sqrt(5) + math.sqrt(1.1 ** 2 + 4) + math.sqrt(2) * 0.05)
+    assert coordinates.lower == pytest.approx(lower, rel=1e-12)
+    assert coordinates.difference == pytest.approx(0.1 / (math.sqrt(5) + math.sqrt(1.1 ** 2 + 4)), rel=1e-12)
+
+
+def test_a_lower_bound_exactly_at_the_threshold_is_wrong():
+    p = probes([1.0, 2.0], [1.0, 2.1], unexplained=[0.0, 0.1])
+    lower = 0.1 / (math.sqrt(5) + math.sqrt(1 + 2.1 ** 2))
+    j = judge(p, lower, 3.0, statistical=False)
+    assert j.lower == lower and j.verdict == "wrong"
+
+
+def test_an_upper_bound_exactly_at_the_threshold_is_not_right():
+    p = probes([1.0, 2.0], [1.0, 2.0 + 1e-9])
+    upper = judge(p, 1.0, 2.0, statistical=False).upper
+    assert judge(p, upper, 2.0, statistical=False).verdict == "inconclusive"
+    assert judge(p, upper * 1.0001, 2.0, statistical=False).verdict == "right"
+
+
+def test_a_gap_with_no_size_on_either_side_shows_an_infinite_lower_bound():
+    # analytic and numeric both zero, no noise, but an unexplained gap: nothing to divide by
+    p = ProbeSet(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.array([1e-3]), True)
+    assert judge(p, 1e-7, 1.0, statistical=False).lower == math.inf
+    q = ProbeSet(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), True)
+    j = judge(q, 1e-7, 1.0, statistical=False)
+    assert j.lower == 0.0 and j.difference == 0.0 and j.verdict == "right"
+
+
+def test_a_non_finite_gradient_has_no_difference_and_no_bound():
+    j = judge(probes([1.0], [1.0]), 1e-7, 1.0, statistical=False, grad_finite=False)
+    assert math.isnan(j.difference) and j.upper == math.inf and j.lower == math.inf
+
+
+def test_a_non_finite_estimate_is_wrong_with_a_nan_difference():
+    j = judge(probes([1.0, 2.0], [1.0, math.nan]), 1e-7, 1.0, statistical=False)
+    assert j.verdict == "wrong" and math.isnan(j.difference)
+
+
+def test_a_probe_set_reports_last_estimates_by_default_and_first_on_request():
+    s = [Settled(1.0, 1.5, 0.1, 0.2, 0.0, True, last=1.1), Settled(2.0, 2.5, 0.0, 0.1, 0.0, True, last=2.0)]
+    assert ProbeSet.of(s).numeric.tolist() == [1.1, 2.0]
+    assert ProbeSet.of(s, "first").numeric.tolist() == [1.5, 2.5]
+    assert ProbeSet.of(s).settled and ProbeSet.of(s).gap.tolist() == [0.1, 0.0]
+
+
+# ------------------------------------------------------------------ why a tensor is inconclusive
+
+def unsure(noise, *, settled=True, precision=None, jitter=0.0, epsilon=None, j0=1.0, threshold=1e-7,
+           statistical=False):
+    ev = evaluator(jitter)
+    if precision is not None:
+        ev.loss_dtype = np.dtype(precision)
+    from gradwatch.noise import why_unsure
+
+    return why_unsure(probes([1.0], [1.0], noise=noise, settled=settled), ev, epsilon, j0, 1.0, threshold, statistical)
+
+
+def test_noise_from_a_float32_loss_says_return_float64():
+    assert "return the loss in float64" in unsure(1e-3, precision=np.float32)
+
+
+def test_noise_from_jitter_says_make_the_loss_deterministic():
+    assert "varies by" in unsure(1e-3, jitter=1e-10, j0=1.0)
+
+
+def test_jitter_at_the_round_off_of_the_loss_is_not_blamed():
+    assert "varies by" not in unsure(1e-3, jitter=4 * EPS * 1.0, j0=1.0)
+
+
+def test_noise_with_a_given_epsilon_says_leave_epsilon_none():
+    assert "epsilon=1e-09" in unsure(1e-3, epsilon=1e-9)
+
+
+def test_an_unsettled_probe_says_kink():
+    assert "a kink" in unsure(0.0, settled=False)
+
+
+def test_noise_otherwise_says_the_loss_round_off_swamps_the_gradient():
+    assert "subtract the loss's constant part" in unsure(1e-3)
+
+
+def test_quiet_settled_probes_say_the_gap_is_within_the_noise():
+    assert "within the noise" in unsure(1e-12, threshold=1e-7)
+
+
+def test_noise_counts_from_half_the_threshold():
+    # relative_upper of the noise exactly at half the threshold is noisy; just below it is not
+    noise = 1e-6
+    half = relative_upper(noise, 1.0)
+    assert "subtract" in unsure(noise, threshold=2 * half)
+    assert "within the noise" in unsure(noise, threshold=2 * half * 1.0001)
+    statistical_half = direction_upper([noise], 1.0)
+    assert "subtract" in unsure(noise, threshold=2 * statistical_half, statistical=True)
+    assert "within the noise" in unsure(noise, threshold=2 * statistical_half * 1.0001, statistical=True)

@@ -8,6 +8,8 @@ import pytest
 from gradwatch.errors import DropoutActiveError
 from gradwatch.inputs import Workspace, build_slot
 from gradwatch.probes import (
+    DIRECTION_SCALE,
+    Direction,
     GAUSSIAN_MAX_ENTRIES,
     Evaluator,
     Probe,
@@ -203,3 +205,183 @@ def test_the_step_grows_when_noise_would_swamp_the_threshold_but_at_most_sixteen
     hopeless = choose_step(s, 1, None, 2.2e-16, 1.0, 1.0, 1e-7)
     assert quiet < noisy <= hopeless == pytest.approx(quiet * TOLERANCES.max_step_growth)
     assert math.isfinite(hopeless)
+
+
+# ------------------------------------------------------------------ boundaries (mutation-guided)
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+def test_a_narrower_loss_dtype_wins_and_a_wider_one_does_not_undo_it():
+    values = iter([np.float32(0.5), np.float16(0.5), np.float32(0.25)])
+    ev = ev_of(lambda p: next(values))
+    ev(None)
+    assert ev.precision == np.finfo(np.float32).eps
+    ev(None)
+    ev(None)
+    assert ev.precision == np.finfo(np.float16).eps
+
+
+def test_a_loss_rounded_to_float16_then_cast_is_read_as_float16():
+    values = iter([0.5, 0.25, 0.125])
+    ev = ev_of(lambda p: float(next(values)))
+    for _ in range(3):
+        ev(None)
+    assert ev.precision == np.finfo(np.float16).eps
+
+
+def test_two_distinct_float32_values_are_not_yet_evidence_of_float32():
+    values = iter([float(np.float32(0.1)), float(np.float32(0.2)), float(np.float32(0.2))])
+    ev = ev_of(lambda p: next(values))
+    for _ in range(3):
+        ev(None)
+    assert ev.precision == EPS
+
+
+def test_a_non_finite_loss_does_not_spoil_the_precision_reading():
+    values = iter([math.inf, 0.1, 0.2, 0.3])
+    ev = ev_of(lambda p: float(np.float32(next(values))))
+    for _ in range(4):
+        ev(None)
+    assert ev.precision == np.finfo(np.float32).eps
+    nan_first = iter([math.nan, 0.1, 0.2, 0.3])
+    ev = ev_of(lambda p: float(np.float32(next(nan_first))))
+    for _ in range(4):
+        ev(None)
+    assert ev.precision == np.finfo(np.float32).eps
+
+
+def test_progress_reports_done_and_the_planned_total_growing_past_the_plan():
+    calls = []
+    ev = Evaluator(lambda p: 1.0, lambda done, planned: calls.append((done, planned)), 2, None)
+    for _ in range(3):
+        ev(None)
+    assert calls == [(1, 2), (2, 2), (3, 3)] and ev.count == 3
+
+
+@pytest.mark.parametrize("first,precision", [(1.0, None), (-1.0, None), (0.5, np.float32)])
+def test_same_point_tolerance_is_the_larger_of_1e3_eps64_and_4_loss_precisions_plus_1e_13(first, precision):
+    ev = ev_of(lambda p: 0.0)
+    if precision is not None:
+        ev.loss_dtype = np.dtype(precision)
+    relative = max(1e3 * EPS, 4 * ev.precision)
+    tol = relative * abs(first) + 1e-13
+    ev.same_point(first, first + 0.9 * tol * np.sign(first), "test")
+    assert ev.jitter == pytest.approx(0.9 * tol, rel=1e-3, abs=0)
+    with pytest.raises(DropoutActiveError):
+        ev.same_point(first, first + 1.1 * tol * np.sign(first), "test")
+    with pytest.raises(DropoutActiveError):
+        ev.same_point(first + 1.1 * tol * np.sign(first), first, "test")
+
+
+def test_jitter_keeps_the_largest_difference_seen():
+    ev = ev_of(lambda p: 0.0)
+    ev.same_point(1.0, 1.0 + 2e-13, "a")
+    ev.same_point(1.0, 1.0 + 1e-13, "b")
+    assert ev.jitter == pytest.approx(2e-13, rel=1e-3, abs=0)
+
+
+def test_a_non_finite_base_loss_is_not_compared():
+    values = iter([1.0, math.inf])
+    ev = ev_of(lambda p: next(values))
+    ev.base(None, "start")
+    assert ev.base(None, "again") == math.inf and ev.base_losses == [1.0, math.inf]
+
+
+def test_roundoff_is_four_loss_precisions_of_the_loss_plus_jitter_over_the_step():
+    ev = ev_of(lambda p: 0.0)
+    ev.jitter = 3e-12
+    assert ev.roundoff(1e-5, 7.0) == pytest.approx((4 * EPS * 7.0 + 3e-12) / 1e-5, rel=1e-12)
+
+
+def test_odd_byte_directions_have_exactly_unit_mean_square_over_all_codes():
+    codes = np.arange(-128, 128, dtype=np.int8)
+    d = Direction(slot_of(np.zeros(256)), 0, 256, codes)
+    v = d.values(0, 256)
+    assert v[0] == pytest.approx(-255 * DIRECTION_SCALE) and v[-1] == pytest.approx(255 * DIRECTION_SCALE)
+    assert np.all(np.round(np.abs(v / DIRECTION_SCALE)) % 2 == 1)
+    assert float(np.mean(v * v)) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("size,gaussian", [(GAUSSIAN_MAX_ENTRIES, True), (GAUSSIAN_MAX_ENTRIES + 1, False)])
+def test_directions_are_normal_up_to_65536_entries_and_bytes_beyond(size, gaussian):
+    assert GAUSSIAN_MAX_ENTRIES == 65536
+    d = random_direction(slot_of(np.zeros(size + 10)), 10, size + 10, np.random.default_rng(0))
+    assert d.codes is not None and d.codes.size == size and (d.codes.dtype == np.float64) is gaussian
+
+
+def test_a_direction_over_one_entry_is_that_coordinate():
+    s = slot_of(np.zeros(4), np.arange(4.0))
+    d = random_direction(s, 2, 3, np.random.default_rng(0))
+    assert d.codes is None and d.analytic() == 2.0 and d.size == 1
+
+
+def test_a_direction_over_many_chunks_projects_the_whole_gradient():
+    from gradwatch.inputs import CHUNK
+
+    n, lo = 2 * CHUNK + 7, 5
+    g = np.random.default_rng(6).standard_normal(n)
+    s = slot_of(np.zeros(n), g)
+    d = random_direction(s, lo, n, np.random.default_rng(7))
+    v = d.values(lo, n)
+    assert v.size == n - lo and np.array_equal(d.values(lo + CHUNK, n), v[CHUNK:])
+    assert d.analytic() == pytest.approx(math.fsum(g[lo:] * v), rel=1e-12)
+
+
+def test_a_probe_weighs_each_part():
+    s = slot_of(np.zeros(3), np.array([1.0, 2.0, 3.0]))
+    p = Probe.of([(coordinate(s, 1), 3.0), (coordinate(s, 2), -0.5)])
+    assert p.analytic == 3.0 * 2.0 - 0.5 * 3.0 and p.single.lo == 1
+
+
+def test_a_measurement_moves_by_weight_times_step_each_way():
+    w = np.array([3.0, 1.0])
+    s = slot_of(w)
+    seen = []
+    ev = ev_of(lambda p: seen.append(p["w"].copy()) or float(p["w"][0] ** 2))
+    with Workspace({"w": w}, [s]) as ws:
+        got = measure(ev, ws, Probe.of([(coordinate(s, 0), 2.0)]), 0.25)
+    assert [x[0] for x in seen] == [3.5, 2.5]
+    assert got is not None and got.j_plus == 12.25 and got.j_minus == 6.25
+    assert got.numeric == (12.25 - 6.25) / 0.5 and got.loss_size == 12.25 and got.step == 0.25
+
+
+def test_a_measurement_fits_a_budget_of_exactly_two():
+    w = np.zeros(3)
+    s = slot_of(w)
+    ev = ev_of(lambda p: 0.0, limit=2)
+    with Workspace({"w": w}, [s]) as ws:
+        assert measure(ev, ws, Probe.of([(coordinate(s, 0), 1.0)]), 1e-3) is not None
+
+
+def test_a_given_epsilon_shrinks_by_the_fourth_root_of_the_entries():
+    s = slot_of(np.zeros(16))
+    assert choose_step(s, 16, 1e-3, EPS, 1.0, 1.0, 1e-7) == pytest.approx(1e-3 / 2)
+
+
+def test_the_grown_step_puts_round_off_at_a_twentieth_of_a_threshold_sized_gap():
+    s = slot_of(np.zeros(4))
+    plain = float(np.cbrt(EPS))
+    noise = 4 * plain * 1e-7 * 1.0 / 20  # needs 4× the plain step
+    assert choose_step(s, 1, None, EPS, 2 * noise, 2.0, 1e-7) == pytest.approx(20 * 2 * noise / (1e-7 * 2.0), rel=1e-12)
+    assert choose_step(s, 1, None, EPS, 1.0, 1.0, 1e-7) == pytest.approx(16 * plain, rel=1e-12)
+
+
+def test_a_zero_reference_keeps_the_plain_step():
+    s = slot_of(np.zeros(4))
+    assert choose_step(s, 1, None, EPS, 1e-10, 0.0, 1e-7) == pytest.approx(float(np.cbrt(EPS)))
+
+
+def test_a_difference_of_exactly_the_tolerance_is_noise():
+    ev = ev_of(lambda p: 0.0)
+    relative = max(1e3 * EPS, 4 * EPS)
+
+    def tol(x):
+        return relative * abs(x) + 1e-13
+
+    x = 1e-13  # the representable loss x whose difference from 0 equals its own tolerance exactly
+    while x < tol(x):
+        x = float(np.nextafter(x, 1.0))
+    assert x == tol(x)
+    ev.same_point(0.0, x, "test")
+    assert ev.jitter == x
