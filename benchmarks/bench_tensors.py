@@ -32,8 +32,8 @@ import _peers as P
 from gradwatch import check_gradients
 
 
-def growth(depths, seeds):
-    rows = []
+def growth(depths, seeds, plot=None):
+    rows, series = [], []
     for depth in depths:
         sizes = [64] * (depth + 1) + [10]
         m = M.mlp(sizes, "tanh", seed=0, batch=32)
@@ -52,16 +52,43 @@ def growth(depths, seeds):
             every.append(r.loss_evaluations)
             all_named += len(r.failed) == len(m.params)
         torch = P.torch_fast(m, correct, 0).evals
+        series.append((len(m.params), statistics.median(passing), statistics.median(entry), 2 * m.size,
+                       20 * len(m.params), 2, torch))
         rows.append([
             len(m.params), f"{m.size:,}", f"{statistics.median(passing):.0f} (max {max(passing):.0f})",
             f"{statistics.median(entry):.0f}", f"{named_alone}/{seeds}, {located}/{seeds}",
             f"{statistics.median(every):.0f} / {max(400, 20 * len(m.params))}", f"{all_named}/{seeds}",
             f"{2 * m.size:,}", 20 * len(m.params), 2, torch,
         ])
+    if plot:
+        _plot(series, plot)
     header = ["tensors", "params", "gradwatch passing", "gradwatch one wrong entry", "named alone, located",
               "every tensor wrong (x1.01) / budget", "all named", "documents' loop", "cs231n 10/tensor",
               "scipy random", "torch fast"]
     return M.table(rows, header)
+
+
+def _plot(series, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [row[0] for row in series]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, label, style in ((1, "gradwatch, passing", "o-"), (2, "gradwatch, one wrong entry (named, located)", "s-"),
+                            (3, "documents' loop (2 per parameter)", "--"), (4, "cs231n-style, 10 per tensor", ":"),
+                            (6, "torch gradcheck fast_mode", "-."), (5, "scipy check_grad(random), names nothing", "-")):
+        ax.plot(x, [row[k] for row in series], style, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tensors (width-64 tanh MLPs, 1-32 hidden layers)")
+    ax.set_ylabel("loss evaluations per check")
+    ax.set_title("Cost of a check against the number of tensors")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def overhead(repeat):
@@ -118,7 +145,7 @@ def float32_memory():
 
     wrong = dict(grads, dW2=grads["dW2"].copy())
     wrong["dW2"][123] += 1.0
-    lines = [f"three float32 tensors (1e6, 8e5, 6e5 entries), allocation-free loss: "
+    lines = ["three float32 tensors (1e6, 8e5, 6e5 entries), allocation-free loss: "
              + "; ".join(f"{name}: {v} at {x:.3f}x the largest tensor" for name, (v, x) in
                          (("correct", _peak_over_largest(quadratic, params, grads)),
                           ("one wrong entry", _peak_over_largest(quadratic, params, wrong)))) + " (target <= 2.5)"]
@@ -135,11 +162,12 @@ def main(argv=None):
     ap.add_argument("--depths", default="1,2,4,8,16,32")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--plot", default="benchmarks/tensors.png", help="where to draw the growth plot ('' for none)")
     args = ap.parse_args(argv)
     M.print_header("Cost against the number of tensors (issue 11)",
                    ["benchmarks/bench_tensors.py"] + (argv if argv is not None else sys.argv[1:]))
     t0 = time.perf_counter()
-    print(growth([int(d) for d in args.depths.split(",")], args.seeds))
+    print(growth([int(d) for d in args.depths.split(",")], args.seeds, args.plot))
     print()
     print(overhead(args.repeat))
     print()
