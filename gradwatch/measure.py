@@ -208,8 +208,9 @@ def direction_stage(ctx: Context, slot: Slot) -> Outcome:
                 break
             s = refine(ctx, ws, probe, first, threshold, reference)
             del probe  # its direction goes before the next one is drawn
-            (kept if useful(s, threshold, reference) else dropped).append(s)
-            if s.cause != "one-sided" and (s.cause == "step" or not useful(s, threshold, reference)):
+            ok = useful(s, threshold, reference)
+            (kept if ok else dropped).append(s)
+            if s.cause != "one-sided" and (s.cause == "step" or not ok):
                 # a kink within the step: fresh directions at a smaller step, while round-off allows
                 smaller = step / TOLERANCES.refine_ratio
                 if ev.roundoff(smaller, abs(ctx.j0)) <= TOLERANCES.suspicious_share * threshold * 2 * reference:
