@@ -811,6 +811,9 @@ def test_a_screened_tensor_reports_the_bound_the_screens_proved():
     assert pc.method == "screen" and pc.verdict == "right" and pc.passed and pc.checked == 300
     assert pc.probes >= TOLERANCES.screens_first and pc.difference == pc.bound < pc.threshold
     assert pc.worst_index is None and result.passed
+    # an upper bound: never below what the documents' loop measures for the same tensor
+    measured = check_gradients(loss, params, {"dw": g}, sample="all", seed=0).per_param["w"].difference
+    assert pc.bound >= measured
 
 
 def test_the_threshold_of_a_mixed_model_is_the_loosest_and_each_tensor_keeps_its_own():
@@ -917,6 +920,7 @@ def test_a_loss_that_drifts_during_the_check_makes_right_tensors_inconclusive():
     result = check_gradients(loss, params, {"dw": g}, sample="all", seed=0)
     pc = result.per_param["w"]
     assert pc.verdict == "inconclusive" and "varied" in pc.note and result.verdict == "inconclusive"
+    assert not pc.passed and not result.passed
 
 
 def test_an_empty_model_reports_the_float64_threshold():
@@ -992,3 +996,18 @@ def test_tensors_are_screened_together_while_their_working_memory_fits_twice_the
 def test_a_non_finite_loss_of_an_empty_model_reports_the_float64_threshold():
     result = check_gradients(lambda p: float("inf"), {}, {}, seed=0)
     assert not result.passed and result.threshold == 1e-7 and np.isnan(result.difference)
+
+
+def test_a_check_that_spends_its_budget_stops_at_it_exactly():
+    # 30 wrong tensors: probing and localising them all would take more than max(400, 20 x 30) = 600
+    rng = np.random.default_rng(0)
+    params = {f"t{i}": rng.standard_normal(200) for i in range(30)}
+
+    def loss(p):
+        return float(sum(np.sum(np.sin(v)) for v in p.values()))
+
+    grads = {"d" + k: np.cos(v) * 1.01 for k, v in params.items()}
+    result = check_gradients(loss, params, grads, seed=0)
+    assert result.loss_evaluations <= max(TOLERANCES.budget, TOLERANCES.budget_per_tensor * 30)
+    assert result.loss_evaluations >= max(TOLERANCES.budget, TOLERANCES.budget_per_tensor * 30) - 4
+    assert len(result.failed) == 30
