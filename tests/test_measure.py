@@ -1,0 +1,182 @@
+"""Measuring for one check: re-measuring a suspicious probe, the one-sided escape past a kink, and the
+per-tensor direction stage."""
+
+import math
+
+import numpy as np
+import pytest
+
+from gradwatch.inputs import Workspace, build_slots
+from gradwatch.measure import Context, direction_stage, refine, useful
+from gradwatch.noise import Settled
+from gradwatch.probes import Evaluator, Probe, coordinate, measure, random_direction
+from gradwatch.tolerances import TOLERANCES
+
+
+def context(loss, params, grads, threshold=1e-7, seed=0):
+    slots = build_slots(params, grads)
+    ev = Evaluator(loss, None, 0, None)
+    j0 = ev.base(params, "start")
+    refs = {s.name: s.grad_norm() for s in slots}
+    ctx = Context(ev, params, j0, None, {s.name: threshold for s in slots}, refs, 1.0, np.random.default_rng(seed))
+    return ctx, slots
+
+
+class Recording:
+    """A loss that records how far each call moved ``w`` from where it started."""
+
+    def __init__(self, fn, w):
+        self.fn, self.origin, self.moves = fn, w.copy(), []
+
+    def __call__(self, p):
+        self.moves.append(p["w"] - self.origin)
+        return self.fn(p)
+
+
+# ------------------------------------------------------------------ useful probes
+
+def settled(gap=0.0, noise=0.0, unexplained=0.0, ok=True):
+    return Settled(1.0, 1.0, gap, gap + noise, unexplained, ok)
+
+
+def test_a_probe_that_shows_an_error_is_useful_whatever_its_noise():
+    assert useful(settled(gap=1.0, noise=1.0, unexplained=0.5), 1e-7, 1.0)
+
+
+def test_a_probe_whose_noise_fits_the_share_of_a_threshold_sized_gap_is_useful():
+    limit = TOLERANCES.useful_noise_share * 1e-7 * 2 * 3.0
+    assert useful(settled(noise=limit * 0.99), 1e-7, 3.0)
+    assert not useful(settled(noise=limit * 1.01), 1e-7, 3.0)
+
+
+def test_an_unsettled_probe_is_never_useful():
+    assert not useful(settled(gap=1.0, noise=0.0, unexplained=0.5, ok=False), 1e-7, 1.0)
+
+
+def test_a_noisy_probe_without_an_error_is_not_useful():
+    assert not useful(settled(noise=1.0, unexplained=0.0), 1e-7, 1.0)
+
+
+# ------------------------------------------------------------------ re-measuring one probe
+
+def sin_model(n=50, seed=0, error=0.0):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(n)
+    g = np.cos(w)
+    g[3] += error
+    return {"w": w}, {"dw": g}, (lambda p: float(np.sum(np.sin(p["w"]))))
+
+
+def test_a_suspicious_probe_is_measured_again_at_the_same_step_once_per_check_up_to_the_limit():
+    params, grads, loss = sin_model(error=0.5)
+    rec = Recording(loss, params["w"])
+    ctx, (slot,) = context(rec, params, grads)
+    probe = Probe.of([(coordinate(slot, 3), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        for k in range(TOLERANCES.repeats + 2):
+            first = measure(ctx.ev, ws, probe, 1e-4)
+            calls = len(rec.moves)
+            s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+            repeated = np.array_equal(rec.moves[calls], rec.moves[calls - 2])
+            assert repeated is (k < TOLERANCES.repeats)
+            assert s.unexplained > 0.4  # a real error stays put
+    assert ctx.ev.repeats == TOLERANCES.repeats
+
+
+def test_a_clean_probe_is_not_measured_again():
+    params, grads, loss = sin_model()
+    ctx, (slot,) = context(loss, params, grads)
+    probe = Probe.of([(coordinate(slot, 3), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        count = ctx.ev.count
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert ctx.ev.count == count and s.settled and ctx.ev.repeats == 0
+
+
+def kinked_model(z0=2e-7, n=40, seed=1):
+    """A ReLU over one pre-activation sitting z0 above its kink, plus a smooth part, along ``w``."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(n) * 0.3
+    x = rng.standard_normal(n)
+    x /= np.linalg.norm(x)
+    b = z0 - float(x @ w)
+
+    def loss(p):
+        return float(3.0 * max(float(x @ p["w"]) + b, 0.0) + 0.5 * np.sum(np.sin(p["w"])))
+
+    grads = {"dw": 3.0 * x + 0.5 * np.cos(w)}
+    return {"w": w}, grads, loss
+
+
+def test_a_kink_on_one_side_is_measured_from_the_other_and_the_probe_clears():
+    params, grads, loss = kinked_model()
+    ctx, (slot,) = context(loss, params, grads)
+    ctx.ev.repeats = TOLERANCES.repeats  # no same-point re-measure: count the escape's evaluations alone
+    probe = Probe.of([(random_direction(slot, 0, slot.size, np.random.default_rng(0)), 1.0)])
+    step = 1e-5  # the kink, 2e-7 away along x, is crossed by this step on one side
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, step)
+        s = refine(ctx, ws, probe, first, 1e-7, float(np.linalg.norm(grads["dw"])))
+    assert s.cause == "one-sided" and s.settled
+    assert s.gap < 1e-9 and s.bound - s.gap < 1e-8  # the clean side agrees with the gradient, finely
+    assert s.unexplained == 0.0
+
+
+def test_the_escape_uses_twice_the_first_step():
+    params, grads, loss = kinked_model()
+    rec = Recording(loss, params["w"])
+    ctx, (slot,) = context(rec, params, grads)
+    ctx.ev.repeats = TOLERANCES.repeats
+    d = random_direction(slot, 0, slot.size, np.random.default_rng(0))
+    probe = Probe.of([(d, 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        s = refine(ctx, ws, probe, first, 1e-7, float(np.linalg.norm(grads["dw"])))
+    assert s.cause == "one-sided"
+    last_two = rec.moves[-2:]
+    direction = d.values(0, slot.size)
+    assert np.allclose(last_two[0], 2e-5 * direction, rtol=0, atol=1e-15)
+    assert np.allclose(last_two[1], -2e-5 * direction, rtol=0, atol=1e-15)
+
+
+def test_a_real_error_beside_the_kink_is_still_shown_by_the_clean_side():
+    params, grads, loss = kinked_model()
+    grads = {"dw": grads["dw"].copy()}
+    grads["dw"][5] += 0.3
+    ctx, (slot,) = context(loss, params, grads)
+    ctx.ev.repeats = TOLERANCES.repeats
+    probe = Probe.of([(random_direction(slot, 0, slot.size, np.random.default_rng(0)), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        s = refine(ctx, ws, probe, first, 1e-7, float(np.linalg.norm(grads["dw"])))
+    assert s.bound > 1e-3 and not useful(s, 1e-7, 1.0) or s.unexplained > 0
+
+
+# ------------------------------------------------------------------ the direction stage
+
+def test_a_clean_tensor_takes_two_probes_of_two_evaluations_each():
+    params, grads, loss = sin_model(n=200)
+    ctx, (slot,) = context(loss, params, grads)
+    count = ctx.ev.count
+    out = direction_stage(ctx, slot)
+    assert out.probes.analytic.size == TOLERANCES.probes_first and ctx.ev.count - count == 2 * TOLERANCES.probes_first
+    assert out.statistical and out.method == "directions" and out.dropped == 0
+
+
+def test_direction_probes_move_every_entry_by_the_chosen_step():
+    params, grads, loss = sin_model(n=300)
+    rec = Recording(loss, params["w"])
+    ctx, (slot,) = context(rec, params, grads)
+    calls = len(rec.moves)
+    out = direction_stage(ctx, slot)
+    for move in rec.moves[calls:]:
+        assert np.sqrt(np.mean(move ** 2)) == pytest.approx(out.step, rel=0.25)
+
+
+def test_a_wrong_tensor_is_judged_after_two_useful_probes():
+    params, grads, loss = sin_model(n=200, error=1.0)
+    ctx, (slot,) = context(loss, params, grads)
+    out = direction_stage(ctx, slot)
+    assert out.probes.analytic.size == TOLERANCES.probes_first
+    assert float(np.max(out.probes.unexplained)) > 0 and math.isfinite(out.step)

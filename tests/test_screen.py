@@ -1,0 +1,91 @@
+"""Screens: all tensors at once, weighted to weigh the same, measured at two steps and extrapolated."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+import gradwatch.screen as screen
+from gradwatch.inputs import build_slots
+from gradwatch.measure import Context, step_for
+from gradwatch.probes import Evaluator, Measurement
+from gradwatch.screen import Screen, groups, screen_bounds, screen_group, screen_steps
+from gradwatch.tolerances import TOLERANCES
+
+
+def context(loss, params, grads, refs=None):
+    slots = build_slots(params, grads)
+    ev = Evaluator(loss, None, 0, None)
+    j0 = ev.base(params, "start")
+    refs = refs or {s.name: s.grad_norm() for s in slots}
+    ctx = Context(ev, params, j0, None, {s.name: 1e-7 for s in slots}, refs, 1.0, np.random.default_rng(0))
+    return ctx, slots
+
+
+def quadratic(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {k: rng.standard_normal(n) for k, n in sizes.items()}
+    c = {k: rng.uniform(0.5, 2.0, n) for k, n in sizes.items()}
+
+    def loss(p):
+        return float(sum(0.5 * np.sum(c[k] * p[k] ** 2) for k in p))
+
+    return params, {"d" + k: c[k] * v for k, v in params.items()}, loss
+
+
+def test_a_screen_is_extrapolated_from_two_steps():
+    sc = Screen({}, 1.0, Measurement(1.0, 2.0, 0.0, 0.0), Measurement(0.5, 1.5, 0.0, 0.0))
+    assert sc.numeric == pytest.approx((4 * 1.5 - 2.0) / 3)
+
+
+def test_a_screens_bound_is_its_gap_plus_three_round_offs_at_unit_step():
+    params, grads, loss = quadratic({"a": 5})
+    ctx, _ = context(loss, params, grads)
+    ctx.ev.jitter = 0.0
+    sc = Screen({}, 1.0, Measurement(1.0, 2.0, 10.0, 9.0), Measurement(0.5, 1.5, 10.0, 9.5))
+    (b,) = screen_bounds(ctx, [sc])
+    assert b == pytest.approx(abs(1.0 - sc.numeric) + 3 * ctx.ev.roundoff(1.0, max(10.0, abs(ctx.j0))), rel=1e-12)
+
+
+def test_screen_steps_weigh_every_tensor_the_same_within_the_weight_range():
+    params, grads, loss = quadratic({"a": 50, "b": 50, "c": 50})
+    refs = {"a": 1.0, "b": 2.0, "c": 1000.0}
+    ctx, slots = context(loss, params, grads, refs)
+    own = {s.name: step_for(ctx, s, s.size, refs[s.name]) for s in slots}
+    steps = screen_steps(ctx, slots)
+    weight = math.exp(sum(math.log(own[k] * refs[k]) for k in refs) / 3)
+    r = TOLERANCES.screen_weight_range
+    for k in refs:
+        assert steps[k] == pytest.approx(min(max(weight / refs[k], own[k] / r), own[k] * r), rel=1e-12)
+    assert steps["c"] == pytest.approx(own["c"] / r)  # a huge gradient: clipped at a quarter of its own step
+
+
+def test_the_second_measurement_of_a_screen_moves_half_as_far():
+    params, grads, loss = quadratic({"a": 300})
+    origin = params["a"].copy()
+    moves = []
+
+    def recording(p):
+        moves.append(np.sqrt(np.mean((p["a"] - origin) ** 2)))
+        return loss(p)
+
+    ctx, slots = context(recording, params, grads)
+    start = len(moves)
+    screens = screen_group(ctx, slots)
+    assert len(screens) >= TOLERANCES.screens_first
+    coarse, fine = moves[start], moves[start + 2]
+    assert fine == pytest.approx(coarse / 2, rel=1e-9)
+
+
+def test_tensors_that_do_not_fit_the_working_memory_start_a_new_group(monkeypatch):
+    monkeypatch.setattr(screen, "TOLERANCES", dataclasses.replace(TOLERANCES, screen_memory_floor=0))
+    params, grads, _ = quadratic({"a": 100, "b": 70, "c": 60})
+    slots = build_slots(params, grads)
+    # room: twice the largest tensor's 800 bytes = 1,600; each needs 9 bytes per entry: 900 + 630 fit, + 540 not
+    assert [[s.name for s in g] for g in groups(slots)] == [["a", "b"], ["c"]]
+
+
+def test_small_models_are_screened_in_one_group():
+    params, grads, _ = quadratic({"a": 100, "b": 70, "c": 60})
+    assert len(groups(build_slots(params, grads))) == 1
