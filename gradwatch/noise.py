@@ -206,14 +206,14 @@ class ProbeSet:
     settled: bool  # every probe settled
 
     @classmethod
-    def of(cls, probes: Sequence[Settled], estimates: str = "last") -> "ProbeSet":
-        """The probes as arrays; formula (2) over their ``"last"`` estimates (or ``"first"``)."""
+    def of(cls, probes: Sequence[Settled]) -> "ProbeSet":
+        """The probes as arrays; formula (2) over their last estimates (the ones their bounds are about)."""
 
         def col(attr: str) -> np.ndarray:
             return np.array([getattr(p, attr) for p in probes], dtype=np.float64)
 
-        return cls(col("analytic"), col(estimates if estimates == "last" else "numeric"), col("gap"), col("bound"),
-                   col("unexplained"), all(p.settled for p in probes))
+        return cls(col("analytic"), col("last"), col("gap"), col("bound"), col("unexplained"),
+                   all(p.settled for p in probes))
 
     @property
     def noise(self) -> np.ndarray:

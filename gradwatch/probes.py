@@ -182,10 +182,6 @@ class Probe:
         return cls(tuple(parts), math.fsum(w * d.analytic() for d, w in parts))
 
     @property
-    def single(self) -> Direction:
-        return self.parts[0][0]
-
-    @property
     def coordinate(self) -> bool:
         """Whether the probe moves one entry only."""
         return len(self.parts) == 1 and self.parts[0][0].codes is None

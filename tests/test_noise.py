@@ -376,10 +376,9 @@ def test_a_non_finite_estimate_is_wrong_with_a_nan_difference():
     assert j.verdict == "wrong" and math.isnan(j.difference)
 
 
-def test_a_probe_set_reports_last_estimates_by_default_and_first_on_request():
+def test_a_probe_set_reports_the_last_estimates():
     s = [Settled(1.0, 1.5, 0.1, 0.2, 0.0, True, last=1.1), Settled(2.0, 2.5, 0.0, 0.1, 0.0, True, last=2.0)]
     assert ProbeSet.of(s).numeric.tolist() == [1.1, 2.0]
-    assert ProbeSet.of(s, "first").numeric.tolist() == [1.5, 2.5]
     assert ProbeSet.of(s).settled and ProbeSet.of(s).gap.tolist() == [0.1, 0.0]
 
 

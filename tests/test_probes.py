@@ -331,7 +331,7 @@ def test_a_direction_over_many_chunks_projects_the_whole_gradient():
 def test_a_probe_weighs_each_part():
     s = slot_of(np.zeros(3), np.array([1.0, 2.0, 3.0]))
     p = Probe.of([(coordinate(s, 1), 3.0), (coordinate(s, 2), -0.5)])
-    assert p.analytic == 3.0 * 2.0 - 0.5 * 3.0 and p.single.lo == 1
+    assert p.analytic == 3.0 * 2.0 - 0.5 * 3.0 and p.parts[0][0].lo == 1
 
 
 def test_a_measurement_moves_by_weight_times_step_each_way():
