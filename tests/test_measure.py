@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradwatch.inputs import Workspace, build_slots
-from gradwatch.measure import Context, direction_stage, refine, useful
+from gradwatch.measure import Context, direction_stage, refine, step_for, useful
 from gradwatch.noise import Settled
 from gradwatch.probes import Evaluator, Probe, coordinate, measure, random_direction
 from gradwatch.tolerances import TOLERANCES
@@ -180,3 +180,36 @@ def test_a_wrong_tensor_is_judged_after_two_useful_probes():
     out = direction_stage(ctx, slot)
     assert out.probes.analytic.size == TOLERANCES.probes_first
     assert float(np.max(out.probes.unexplained)) > 0 and math.isfinite(out.step)
+
+
+def test_probes_that_noise_swamps_are_replaced_at_most_up_to_the_probe_limit():
+    # a loss of 1e12: round-off swamps every probe of this small gradient, so none is useful
+    params, grads, loss = sin_model(n=200)
+    ctx, (slot,) = context(lambda p: 1e12 + loss(p), params, grads)
+    out = direction_stage(ctx, slot)
+    assert out.dropped == TOLERANCES.probes_max and not out.probes.settled
+
+
+def two_kinks_model(z0=2e-7, n=40, seed=2):
+    """Two ReLUs, one just above its kink and one just below, along unrelated directions."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(n) * 0.3
+    x, y = rng.standard_normal(n), rng.standard_normal(n)
+    x /= np.linalg.norm(x)
+    y /= np.linalg.norm(y)
+    bx, by = z0 - float(x @ w), -z0 - float(y @ w)
+
+    def loss(p):
+        return float(3.0 * max(float(x @ p["w"]) + bx, 0.0) + 2.0 * max(float(y @ p["w"]) + by, 0.0)
+                     + 0.5 * np.sum(np.sin(p["w"])))
+
+    return {"w": w}, {"dw": 3.0 * x + 0.5 * np.cos(w)}, loss
+
+
+def test_a_kink_on_both_sides_makes_fresh_directions_take_a_smaller_step():
+    params, grads, loss = two_kinks_model()
+    ctx, (slot,) = context(loss, params, grads)
+    first_step = step_for(ctx, slot, slot.size, ctx.references["w"])
+    out = direction_stage(ctx, slot)
+    assert out.step < first_step
+    assert out.step >= first_step / TOLERANCES.refine_ratio ** 4  # round-off bounds how far it goes
