@@ -13,6 +13,8 @@ from gradwatch.noise import (
     chi2_lower_quantile,
     direction_upper,
     judge,
+    one_sided,
+    reference_norm,
     relative_upper,
     settle,
 )
@@ -431,3 +433,46 @@ def test_noise_counts_from_half_the_threshold():
     statistical_half = direction_upper([noise], 1.0)
     assert "subtract" in unsure(noise, threshold=2 * statistical_half, statistical=True)
     assert "within the noise" in unsure(noise, threshold=2 * statistical_half * 1.0001, statistical=True)
+
+
+# ------------------------------------------------------------------ the one-sided escape and the reference
+
+
+def one_sided_case(delta):
+    """Losses on either side of J(0) = 0 at steps h/4, h, 2h: linear with slope 1 on the right (J(h/4)
+    off by ``delta``), a kink on the left whose one-sided estimates disagree."""
+    h = 1e-3
+    first = Measurement(h, 0.0, 1e-3, 0.0)
+    quarter = Measurement(h / 4, 0.0, 2.5e-4 + delta, 1e-6)
+    double = Measurement(2 * h, 0.0, 2e-3, 0.0)
+    return first, quarter, double
+
+
+def test_the_clean_side_of_a_kink_gives_its_one_sided_estimate():
+    first, quarter, double = one_sided_case(0.0)
+    s = one_sided(1.0, first, quarter, double, evaluator(), 0.0, 1e-30, 1.0)
+    assert s is not None and s.cause == "one-sided" and s.last == pytest.approx(1.0, abs=0) and s.gap == 0.0
+    assert s.bound == pytest.approx(2 * roundoff(1e-3, 2e-3), rel=1e-9)  # no truncation seen: its round-off
+
+
+def test_two_one_sided_estimates_agree_within_both_round_offs():
+    # G (through 0, h/4, h) is off F (through 0, h, 2h) by 16·delta / 3h; F's round-off bound is 2r and
+    # G's (32/12)·r·h/(2·h/4) = 5.33r, with r one central difference's bound at h
+    r = roundoff(1e-3, 2e-3)
+    inside = (2 * r + (32 / 12) * r * 2) * 0.95 * 3e-3 / 16
+    outside = (2 * r + (32 / 12) * r * 2) * 1.05 * 3e-3 / 16
+    assert one_sided(1.0, *one_sided_case(inside), evaluator(), 0.0, 1e-30, 1.0) is not None
+    assert one_sided(1.0, *one_sided_case(outside), evaluator(), 0.0, 1e-30, 1.0) is None
+    # and within a share of the threshold besides: a threshold-sized gap of a reference of 1
+    share = TOLERANCES.agreement_share * 1e-12 * 2
+    assert one_sided(1.0, *one_sided_case(outside + share * 0.9 * 3e-3 / 16), evaluator(), 0.0, 1e-12, 1.0) is not None
+
+
+def test_a_gradient_at_round_off_level_is_judged_against_the_floor():
+    eps = float(np.finfo(np.float64).eps)
+    # 100 entries of 2e-13 each: below 1e3 eps of a model RMS entry of 2, so zero up to round-off
+    floor = TOLERANCES.zero_gradient_floor * 2.0 * 10
+    assert reference_norm(2e-12, 100, 2.0, eps) == pytest.approx(floor)
+    # 1e-9 per entry is small, not zero: its own size
+    assert reference_norm(1e-8, 100, 1.0, eps) == 1e-8
+    assert reference_norm(0.0, 0, 1.0, eps) == 0.0
