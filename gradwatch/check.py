@@ -285,6 +285,14 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], s
         reason = why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name], o.statistical)
         loc = located.get(s.name)
         per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)
+    for s in slots:
+        bad = s.first_nonfinite
+        if bad is not None and s.grad_finite:
+            where = tuple(int(i) for i in np.unravel_index(bad, s.shape))
+            per_param[s.name] = dataclasses.replace(
+                per_param[s.name], passed=False, verdict="inconclusive", worst_index=where,
+                note=f"the parameter holds {s.array.reshape(-1)[bad] if s.array.flags.c_contiguous else 'inf or nan'} "
+                     f"at {list(where)} (training diverged?): no finite difference can be taken there")
     if drifted:
         for name, pc in list(per_param.items()):
             if pc.verdict == "right":

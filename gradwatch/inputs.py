@@ -181,6 +181,15 @@ class Slot:
         return all(bool(np.isfinite(self.grad[i : i + CHUNK]).all()) for i in range(0, self.size, CHUNK))
 
     @property
+    def first_nonfinite(self) -> Optional[int]:
+        """The flat index of the tensor's first infinite or NaN entry, or ``None``."""
+        for lo, hi in chunks(0, self.size):
+            bad = np.flatnonzero(~np.isfinite(self.values(lo, hi)))
+            if bad.size:
+                return lo + int(bad[0])
+        return None
+
+    @property
     def grad_precision(self) -> float:
         """The epsilon of the gradient's dtype (float64's for integer gradients)."""
         return float(np.finfo(self.grad.dtype).eps) if self.grad.dtype.kind == "f" else float(np.finfo(np.float64).eps)

@@ -1011,3 +1011,13 @@ def test_a_check_that_spends_its_budget_stops_at_it_exactly():
     assert result.loss_evaluations <= max(TOLERANCES.budget, TOLERANCES.budget_per_tensor * 30)
     assert result.loss_evaluations >= max(TOLERANCES.budget, TOLERANCES.budget_per_tensor * 30) - 4
     assert len(result.failed) == 30
+
+
+def test_an_infinite_parameter_is_named_and_the_tensor_inconclusive():
+    w = np.random.default_rng(0).standard_normal((4, 4))
+    w[0, 0] = np.inf
+    with np.errstate(all="ignore"):
+        result = check_gradients(lambda p: float(np.sum(np.tanh(p["W"]))), {"W": w}, {"dW": 1 - np.tanh(w) ** 2},
+                                 seed=0)
+    pc = result.per_param["W"]
+    assert pc.verdict == "inconclusive" and pc.worst_index == (0, 0) and "inf" in pc.note
