@@ -93,7 +93,8 @@ def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
                      "a wrong axis, an off-by-one); the entry shown is one that carries a share of it")
     if located is not None and not located.localised:
-        parts.append("not localised: the evaluation budget was spent")
+        parts.append("not localised: the evaluation budget was spent, or the entry the bisection reached showed "
+                     "no error once measured with care (a kink misled it)")
     return "; ".join(parts)
 
 

@@ -48,31 +48,44 @@ def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: flo
 def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Sequence[Settled], step: float,
              rng: np.random.Generator) -> Located:
     """Bisect ``slot``'s entries to the one carrying its error, or find the error spread. ``step`` is a
-    coordinate's step: each range's direction moves the parameters by that much in all."""
+    coordinate's step: each range's direction moves the parameters by that much in all. A bisection
+    that a kink misled (the entry it reached shows no error once measured with care) is tried once
+    more with fresh directions, budget permitting."""
     if slot.size == 1:
         s = first[0]
-        return Located((0, s.analytic, s.numeric), False, True)
-    if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):
-        return Located(None, False, False)
+        return Located((0, s.analytic, s.estimate), False, True)
     est = math.sqrt(float(np.mean([p.gap ** 2 for p in first])))
+    located = Located(None, False, False)
+    for _ in range(2):
+        if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):
+            break
+        located, misled = _bisect(run, ws, slot, est, step, rng)
+        if not misled:
+            break
+    return located
+
+
+def _bisect(run: Runner, ws: Workspace, slot: Slot, est: float, step: float,
+            rng: np.random.Generator) -> Tuple[Located, bool]:
+    """One bisection: where it ended, and whether a kink misled it."""
     lo, hi, both, spread = 0, slot.size, 0, False
     while hi - lo > 1:
         mid = (lo + hi) // 2
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
         if est_a is None:
-            return Located(None, spread, False)
+            return Located(None, spread, False), False
         if est > 0 and (est_a / est) ** 2 >= TOLERANCES.clear_share:
             hi, est, both = mid, est_a, 0
             continue
         est_b = _carried(run, ws, slot, mid, hi, step, rng)
         if est_b is None:
-            return Located(None, spread, False)
+            return Located(None, spread, False), False
         if not spread and est > 0 and max(est_a, est_b) ** 2 < 0.5 * est * est:
             # neither half carries what its parent showed: a kink upset a probe; measure both carefully
             est_a = _carried(run, ws, slot, lo, mid, step, rng, careful=True)
             est_b = _carried(run, ws, slot, mid, hi, step, rng, careful=True)
             if est_a is None or est_b is None:
-                return Located(None, spread, False)
+                return Located(None, spread, False), False
         total = est_a * est_a + est_b * est_b
         both = both + 1 if total > 0 and min(est_a, est_b) ** 2 >= TOLERANCES.spread_share * total else 0
         spread = spread or both >= TOLERANCES.spread_levels
@@ -82,5 +95,7 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
             lo, est = mid, est_b
     entry = run(ws, Probe.of([(coordinate(slot, lo), 1.0)]), step, True)
     if entry is None:
-        return Located(None, spread, False)
-    return Located((lo, entry.analytic, entry.numeric), spread, True)
+        return Located(None, spread, False), False
+    if not spread and entry.unexplained == 0.0 and entry.bound <= est:
+        return Located(None, spread, False), True  # the entry shows no error once measured with care
+    return Located((lo, entry.analytic, entry.estimate), spread, True), False

@@ -40,6 +40,11 @@ class Settled:
     cause: str = ""  # "kink" (accepted), "corner" (a kink at the point: unsettled), "step", "one-sided"
     last: float = math.nan  # the last estimate (the one the bounds are about)
 
+    @property
+    def estimate(self) -> float:
+        """The estimate the bounds are about (the last one; the first when only one is known)."""
+        return self.numeric if math.isnan(self.last) else self.last
+
 
 def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
     """Whether a first measurement needs no re-measuring: its gap plus round-off is a small share of a

@@ -171,13 +171,51 @@ def test_a_half_is_followed_alone_when_it_carries_nine_tenths_of_the_squared_err
 
 
 def test_an_error_no_half_shows_is_not_called_spread():
-    # the first probes showed an error, but no range carries any: upset measurements, not a spread error
+    # the first probes showed an error, but no range carries any: upset measurements, not a spread error;
+    # and the entry the bisection ends at shows no error, so none is named
     e, slot, ev, ws = setup(np.zeros(16))
     got = localise(Runner(e), ev, ws, slot, [Settled(1.0, 1.0, 1.0, 1.0, 1.0, True)], 1e-6, np.random.default_rng(0))
-    assert not got.spread and got.localised
+    assert not got.spread and not got.localised and got.worst is None
 
 
 def test_first_probes_that_showed_nothing_still_lead_to_the_entry():
     e, slot, ev, ws = setup(np.eye(16)[9])
     got = localise(Runner(e), ev, ws, slot, [Settled(1.0, 1.0, 0.0, 0.0, 0.0, True)], 1e-6, np.random.default_rng(0))
     assert got.worst is not None and got.worst[0] == 9
+
+
+class MisledOnce(Runner):
+    """Like Runner, but the first bisection is drawn to entry 3, which shows no error once measured with
+    care (a decoy, as a kink makes one); after that, the truth."""
+
+    def __init__(self, e, decoys=1):
+        super().__init__(e)
+        self.decoys = decoys
+        self.finals = 0
+
+    def __call__(self, ws, probe, step, careful):
+        (d, _), = probe.parts
+        final = careful and d.hi - d.lo == 1
+        if self.finals < self.decoys:
+            self.calls.append((d.lo, d.hi, step, careful))
+            if final:
+                self.finals += 1
+                return Settled(probe.analytic, probe.analytic, 0.0, 1e-9, 0.0, True)
+            size = 3.0 if d.lo <= 3 < d.hi else 0.0
+            return Settled(probe.analytic, probe.analytic - size, size, size, size, True)
+        return super().__call__(ws, probe, step, careful)
+
+
+def test_a_bisection_a_kink_misled_is_tried_once_more():
+    e, slot, ev, ws = setup(np.eye(64)[40] * 3.0)
+    run = MisledOnce(e)
+    got = localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
+    assert got.localised and got.worst is not None and got.worst[0] == 40
+    assert run.finals == 1 and run.calls[-1] == (40, 41, 1e-6, True)
+
+
+def test_an_entry_that_shows_no_error_is_not_reported_as_the_worst():
+    e, slot, ev, ws = setup(np.eye(64)[40] * 3.0)
+    run = MisledOnce(e, decoys=2)
+    got = localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
+    assert not got.localised and got.worst is None and run.finals == 2
