@@ -169,7 +169,7 @@ def _context(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float, ep
         ev=ev, params=params, j0=j0, epsilon=epsilon,
         thresholds={s.name: threshold if threshold is not None else threshold_for(s.array.dtype) for s in slots},
         references={s.name: reference_norm(norms[s.name], s.size, rms, s.grad_precision) for s in slots},
-        model_rms=rms, rng=np.random.default_rng(seed),
+        model_rms=rms, rng=np.random.default_rng(seed), norms=norms,
     )
 
 

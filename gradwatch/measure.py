@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .inputs import Params, Slot, Workspace
-from .noise import ProbeSet, Settled, agree, gap_is_small, judge, one_sided, reference_norm, settle
+from .noise import ProbeSet, Settled, agree, gap_is_small, judge, numeric_is_zero, one_sided, reference_norm, settle
 from .probes import Evaluator, Measurement, Probe, choose_step, coordinate, measure, random_direction
 from .tolerances import TOLERANCES
 
@@ -28,6 +28,11 @@ class Context:
     references: Dict[str, float]  # each tensor's ‖g‖, floored for near-zero gradients
     model_rms: float  # the model's RMS gradient entry
     rng: np.random.Generator
+    norms: Optional[Dict[str, float]] = None  # each tensor's own ‖g‖ (the references may be floored)
+
+    def floored(self, name: str) -> bool:
+        """Whether a tensor's reference is the zero-gradient floor rather than its own size."""
+        return self.norms is not None and self.references[name] > self.norms[name]
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,8 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
             gap[k], bound[k], unexplained[k], settled[k] = s.gap, s.bound, s.unexplained, s.settled
             kinks += s.cause == "kink"
     probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
+    if not numeric_is_zero(probes):
+        reference = float(np.linalg.norm(analytic))  # the floor is for a gradient that is zero: this one is not
     return Outcome(probes, False, method, int(indices.size), reference, step, indices, 0, kinks)
 
 
@@ -210,7 +217,7 @@ def direction_stage(ctx: Context, slot: Slot) -> Outcome:
             del probe  # its direction goes before the next one is drawn
             ok = useful(s, threshold, reference)
             (kept if ok else dropped).append(s)
-            if s.cause != "one-sided" and (s.cause == "step" or not ok):
+            if s.cause == "step" or not s.settled:
                 # a kink within the step: fresh directions at a smaller step, while round-off allows
                 smaller = step / TOLERANCES.refine_ratio
                 if ev.roundoff(smaller, abs(ctx.j0)) <= TOLERANCES.suspicious_share * threshold * 2 * reference:
@@ -223,4 +230,6 @@ def direction_stage(ctx: Context, slot: Slot) -> Outcome:
     else:  # too few useful probes: the verdict is inconclusive, and the reason is in every probe measured
         probes = dataclasses.replace(ProbeSet.of(kept + dropped), settled=False)
     kinks = sum(s.cause == "kink" for s in kept)
+    if ctx.floored(slot.name) and not numeric_is_zero(probes):
+        reference = slot.grad_norm()  # the floor is for a gradient that is zero: this one is not
     return Outcome(probes, True, "directions", slot.size, reference, step, None, len(dropped), kinks)

@@ -80,7 +80,7 @@ def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> 
 
 
 def _kink_explains(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, coordinate: bool) -> str:
-    """``"kink"`` when a single entry sits on a kink at the point and its gradient lies between the one-sided
+    """``"kink"`` when a single entry sits on a kink at the point and its gradient is one of the one-sided
     slopes (a valid one-sided derivative: accepted); ``"corner"`` when a kink sits at the point otherwise
     (a direction over many entries: the kink may hide an error elsewhere, so nothing is proved either
     way); ``""`` when there is no kink at the point."""
@@ -88,7 +88,8 @@ def _kink_explains(analytic: float, trail: Sequence[Measurement], ev: Evaluator,
     if corner is None:
         return ""
     lower, upper, slack = corner
-    return "kink" if coordinate and lower - slack <= analytic <= upper + slack else "corner"
+    one_sided_slope = min(abs(analytic - lower), abs(analytic - upper)) <= slack
+    return "kink" if coordinate and one_sided_slope else "corner"
 
 
 def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, threshold: float,
@@ -164,6 +165,12 @@ def reference_norm(norm: float, entries: int, model_rms: float, grad_precision: 
     if norm / math.sqrt(entries) <= TOLERANCES.zero_roundoff * grad_precision * model_rms:
         return max(norm, TOLERANCES.zero_gradient_floor * model_rms * math.sqrt(entries))
     return norm
+
+
+def numeric_is_zero(probes: "ProbeSet") -> bool:
+    """Whether the measured derivatives are zero within the noise they carry: what lets a gradient that
+    is zero up to round-off be judged against the floor of :func:`reference_norm`."""
+    return bool(np.linalg.norm(probes.numeric) <= np.linalg.norm(probes.bound - probes.gap))
 
 
 def chi2_lower_quantile(k: int, alpha: float) -> float:

@@ -64,6 +64,8 @@ def cleared(ctx: Context, group: Sequence[Slot], screens: Sequence[Screen]) -> S
     bounds = screen_bounds(ctx, screens)
     out = set()
     for s in group:
+        if ctx.floored(s.name):  # a zero-gradient floor needs the tensor's own numbers: probes, not a screen
+            continue
         step = screens[0].steps[s.name]
         if direction_upper([b / step for b in bounds], ctx.references[s.name]) < ctx.thresholds[s.name]:
             out.add(s.name)
@@ -73,6 +75,7 @@ def cleared(ctx: Context, group: Sequence[Slot], screens: Sequence[Screen]) -> S
 def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
     """Joint screens over ``group`` until every tensor is cleared, or more screens cannot clear them."""
     steps = screen_steps(ctx, group)
+    screenable = [s for s in group if not ctx.floored(s.name)]
     screens: List[Screen] = []
     with Workspace(ctx.params, group) as ws:
         for _ in range(TOLERANCES.screens_max):
@@ -83,7 +86,7 @@ def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
                 break
             screens.append(Screen(steps, probe.analytic, coarse, fine))
             del probe  # its direction (a byte per entry) goes before the next one is drawn
-            if len(screens) >= TOLERANCES.screens_first and len(cleared(ctx, group, screens)) == len(group):
+            if len(screens) >= TOLERANCES.screens_first and len(cleared(ctx, group, screens)) == len(screenable):
                 break
             if len(screens) >= TOLERANCES.screens_first and not more_screens_help(ctx, group, screens):
                 break
@@ -99,7 +102,7 @@ def more_screens_help(ctx: Context, group: Sequence[Slot], screens: Sequence[Scr
     done = cleared(ctx, group, screens)
     typical = math.sqrt(math.fsum(b * b for b in bounds) / k)
     for s in group:
-        if s.name in done:
+        if s.name in done or ctx.floored(s.name):
             continue
         step = screens[0].steps[s.name]
         best = direction_upper([typical / step] * k_max, ctx.references[s.name])

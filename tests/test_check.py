@@ -1021,3 +1021,42 @@ def test_an_infinite_parameter_is_named_and_the_tensor_inconclusive():
                                  seed=0)
     pc = result.per_param["W"]
     assert pc.verdict == "inconclusive" and pc.worst_index == (0, 0) and "inf" in pc.note
+
+
+# ------------------------------------------------------------------ found by a second hostile trial
+
+
+def test_a_forgotten_small_gradient_is_not_judged_against_the_zero_floor():
+    # dB's true value is 1e-8 per entry: small, not zero; an analytic 0 must never be right
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        params = {"A": rng.standard_normal(10) * 1e-3, "B": rng.standard_normal(10)}
+
+        def loss(q):
+            return float(0.5e6 * np.sum(q["A"] ** 2) + 1e-8 * np.sum(q["B"]))
+
+        result = check_gradients(loss, params, {"dA": params["A"] * 1e6, "dB": np.zeros(10)}, seed=seed)
+        assert result.per_param["B"].verdict != "right"
+
+
+def test_a_float32_gradient_half_its_size_is_not_right():
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal(1000).astype(np.float32), rng.standard_normal(1000).astype(np.float32)
+
+    def loss(q):
+        return float(np.sum(np.sin(q["W"].astype(np.float64))) + 1e-6 * np.sum(q["b"].astype(np.float64)))
+
+    grads = {"dW": np.cos(w.astype(np.float64)).astype(np.float32), "db": np.full(1000, 0.5e-6, np.float32)}
+    for sample in ("all", "auto"):
+        assert check_gradients(loss, {"W": w, "b": b}, grads, sample=sample, seed=0).per_param["b"].verdict != "right"
+
+
+def test_an_entry_just_off_its_kink_is_not_excused_by_a_gradient_between_the_slopes():
+    params = {"x": np.array([2e-9]), "w": np.array([0.3, -0.7])}
+
+    def loss(q):
+        return float(np.maximum(q["x"], 0).sum() + np.sum(q["w"] ** 2))
+
+    for sample in ("auto", "all"):
+        result = check_gradients(loss, params, {"dx": np.array([0.5]), "dw": 2 * params["w"]}, sample=sample, seed=0)
+        assert result.per_param["x"].verdict != "right"
