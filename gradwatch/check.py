@@ -269,11 +269,12 @@ def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sam
     jitter_used = ev.jitter
     ev.limit = None
     ev.base(params, "at the end of the check")
-    return _result(ctx, slots, outcomes, screens, located, jitter_used, sample, seed)
+    return _result(ctx, slots, outcomes, judgements, screens, located, jitter_used, sample, seed)
 
 
-def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], screens: Dict[str, List[Screen]],
-            located: Dict[str, Located], jitter_used: float, sample: Sample, seed: int) -> CheckResult:
+def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], judgements: Dict[str, Judgement],
+            screens: Dict[str, List[Screen]], located: Dict[str, Located], jitter_used: float, sample: Sample,
+            seed: int) -> CheckResult:
     ev = ctx.ev
     drifted = ev.jitter > max(2 * jitter_used, TOLERANCES.roundoff * ev.precision * abs(ctx.j0))
     per_param: Dict[str, ParamCheck] = {}
@@ -281,8 +282,7 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], s
         if s.name in screens:
             per_param[s.name] = _screened(s, ctx, screens[s.name])
             continue
-        o = outcomes[s.name]
-        j = judge(o.probes, ctx.thresholds[s.name], o.reference, o.statistical, s.grad_finite)
+        o, j = outcomes[s.name], judgements[s.name]
         reason = why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name], o.statistical)
         loc = located.get(s.name)
         per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)
@@ -312,8 +312,6 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], s
         difference = relative_difference(np.array(scr_a), np.array(scr_n))
     else:
         difference = 0.0
-    if any(not math.isfinite(pc.difference) and pc.verdict == "wrong" for pc in per_param.values()):
-        difference = math.nan if not a.size else difference
     failed = tuple(k for k, pc in per_param.items() if pc.verdict == "wrong")
     inconclusive = tuple(k for k, pc in per_param.items() if pc.verdict == "inconclusive")
     not_localised = tuple(k for k in located if not located[k].localised)
