@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -250,7 +250,10 @@ class Workspace:
 
     def __init__(self, params: Params, slots: Sequence[Slot]):
         self.work: Dict[str, np.ndarray] = {}
+        # what written ranges held (``None``: restored from the user's array); whole-tensor copies are kept
+        # until the workspace closes, so that successive probes over a tensor copy it once
         self.saved: Dict[Tuple[str, int, int], Tuple[Slot, Optional[np.ndarray]]] = {}
+        self.dirty: Set[Tuple[str, int, int]] = set()
         replacements: Dict[Any, np.ndarray] = {}
         for s in slots:
             if not s.in_place:
@@ -260,33 +263,34 @@ class Workspace:
         self.mapping: Any = _replaced(params, replacements) if replacements else params
         self.base_loss: Optional[float] = None  # the loss at the working copies, once measured
 
-    def write(self, slot: Slot, lo: int, hi: int, values: np.ndarray) -> None:
+    def _save(self, slot: Slot, lo: int, hi: int, current: Callable[[], Optional[np.ndarray]]) -> None:
         key = (slot.name, lo, hi)
+        if key not in self.saved:
+            self.saved[key] = (slot, current())
+        self.dirty.add(key)
+
+    def write(self, slot: Slot, lo: int, hi: int, values: np.ndarray) -> None:
         if not slot.in_place:
-            self.saved.setdefault(key, (slot, None))  # restored from the user's array, exactly
+            self._save(slot, lo, hi, lambda: None)  # restored from the user's array, exactly
             self.work[slot.name][lo:hi] = values
         elif slot.array.flags.c_contiguous:
             target = slot.array.reshape(-1)
-            if key not in self.saved:
-                self.saved[key] = (slot, target[lo:hi].copy())
+            self._save(slot, lo, hi, lambda: target[lo:hi].copy())
             target[lo:hi] = values
         else:
-            if key not in self.saved:
-                self.saved[key] = (slot, np.array(slot.array.flat[lo:hi]))
+            self._save(slot, lo, hi, lambda: np.array(slot.array.flat[lo:hi]))
             slot.array.flat[lo:hi] = values
 
     def target(self, slot: Slot, lo: int, hi: int) -> Optional[np.ndarray]:
         """A writable float64 view of entries ``[lo, hi)`` that ``loss_fn`` sees (their original values saved
         first); ``None`` for a non-contiguous array, which is written through :meth:`write`."""
-        key = (slot.name, lo, hi)
         if not slot.in_place:
-            self.saved.setdefault(key, (slot, None))
+            self._save(slot, lo, hi, lambda: None)
             return self.work[slot.name][lo:hi]
         if not slot.array.flags.c_contiguous:
             return None
         target = slot.array.reshape(-1)[lo:hi]
-        if key not in self.saved:
-            self.saved[key] = (slot, target.copy())
+        self._save(slot, lo, hi, target.copy)
         return target
 
     def base_view(self, slot: Slot, lo: int, hi: int) -> np.ndarray:
@@ -307,20 +311,31 @@ class Workspace:
         return slot.values(lo, hi)
 
     def restore(self) -> None:
-        while self.saved:
-            (name, lo, hi), (slot, old) = self.saved.popitem()
+        """Put every written range back bitwise; copies of parts of a tensor are dropped, whole ones kept."""
+        while self.dirty:
+            key = self.dirty.pop()
+            slot, old = self.saved[key]
+            _, lo, hi = key
             if old is None:
-                self.work[name][lo:hi] = slot.values(lo, hi)
+                self.work[slot.name][lo:hi] = slot.array.reshape(-1)[lo:hi] if slot.array.flags.c_contiguous \
+                    else slot.values(lo, hi)
             elif slot.array.flags.c_contiguous:
                 slot.array.reshape(-1)[lo:hi] = old
             else:
                 slot.array.flat[lo:hi] = old
+            if hi - lo < slot.size:
+                del self.saved[key]
+
+    def close(self) -> None:
+        """Restore, and let go of every saved copy."""
+        self.restore()
+        self.saved.clear()
 
     def __enter__(self) -> "Workspace":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.restore()
+        self.close()
 
 
 class Guard:

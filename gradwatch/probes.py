@@ -152,10 +152,20 @@ class Direction:
             out += DIRECTION_SCALE * scale
 
     def analytic(self) -> float:
-        """The user's gradient along this direction."""
+        """The user's gradient along this direction (int8 codes: DS·(2·g·c + Σg), without widening the codes
+        more than a chunk at a time)."""
         if self.codes is None:
             return float(self.slot.grad[self.lo])
-        return math.fsum(float(np.dot(self.slot.grad_chunk(c0, c1), self.values(c0, c1))) for c0, c1 in chunks(self.lo, self.hi))
+        parts = chunks(self.lo, self.hi)
+        if self.codes.dtype != np.int8:
+            return math.fsum(float(np.dot(self.slot.grad_chunk(c0, c1), self.codes[c0 - self.lo : c1 - self.lo]))
+                             for c0, c1 in parts)
+        dots, sums = [], []
+        for c0, c1 in parts:
+            g = self.slot.grad_chunk(c0, c1)
+            dots.append(float(np.dot(g, self.codes[c0 - self.lo : c1 - self.lo].astype(np.float64))))
+            sums.append(float(np.sum(g)))
+        return DIRECTION_SCALE * (2.0 * math.fsum(dots) + math.fsum(sums))
 
 
 def random_direction(slot: Slot, lo: int, hi: int, rng: np.random.Generator) -> Direction:
@@ -163,7 +173,9 @@ def random_direction(slot: Slot, lo: int, hi: int, rng: np.random.Generator) -> 
         return Direction(slot, lo, hi)
     if hi - lo <= GAUSSIAN_MAX_ENTRIES:
         return Direction(slot, lo, hi, rng.standard_normal(hi - lo))
-    return Direction(slot, lo, hi, np.frombuffer(rng.bytes(hi - lo), dtype=np.int8))
+    # the generator's raw 64-bit words, read as bytes: no intermediate copy (``rng.bytes`` makes one)
+    words = rng.bit_generator.random_raw(-(-(hi - lo) // 8))
+    return Direction(slot, lo, hi, np.asarray(words).view(np.int8)[: hi - lo])
 
 
 def coordinate(slot: Slot, index: int) -> Direction:
@@ -202,32 +214,43 @@ class Measurement:
 
 
 def _displace(ws: Workspace, probe: Probe, step: float) -> None:
-    """Set every part of the probe to base + step × weight × direction, in float64, chunk by chunk."""
+    """Set every part of the probe to base + step × weight × direction, in float64: one pass over each
+    contiguous range (no temporaries), chunk by chunk through a buffer otherwise."""
     for d, w in probe.parts:
-        for c0, c1 in chunks(d.lo, d.hi):
-            out = ws.target(d.slot, c0, c1)
-            if out is None:  # a non-contiguous array: through a buffer
-                vals = d.values(c0, c1)
-                vals *= step * w
-                vals += ws.base(d.slot, c0, c1)
-                ws.write(d.slot, c0, c1, vals)
-                continue
-            d.fill(out, c0, c1, step * w)
-            out += ws.base_view(d.slot, c0, c1)
+        out = ws.target(d.slot, d.lo, d.hi)
+        if out is not None:
+            d.fill(out, d.lo, d.hi, step * w)
+            out += ws.base_view(d.slot, d.lo, d.hi)
+            continue
+        for c0, c1 in chunks(d.lo, d.hi):  # a non-contiguous array: through a buffer
+            vals = d.values(c0, c1)
+            vals *= step * w
+            vals += ws.base(d.slot, c0, c1)
+            ws.write(d.slot, c0, c1, vals)
+
+
+def measure_steps(ev: Evaluator, ws: Workspace, probe: Probe, steps: Sequence[float]) -> List[Measurement]:
+    """``(J(θ + h·d) − J(θ − h·d)) / 2h`` at each step ``h`` in turn, restoring every tensor bitwise once at
+    the end (each displacement is written from the saved base, not from the last one); stops at the budget."""
+    out: List[Measurement] = []
+    try:
+        for step in steps:
+            if not ev.affords(2):
+                break
+            _displace(ws, probe, step)
+            j_plus = ev(ws.mapping)
+            _displace(ws, probe, -step)
+            j_minus = ev(ws.mapping)
+            out.append(Measurement(step, (j_plus - j_minus) / (2 * step), j_plus, j_minus))
+    finally:
+        ws.restore()
+    return out
 
 
 def measure(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional[Measurement]:
-    """``(J(θ + step·d) − J(θ − step·d)) / 2·step``, restoring every tensor bitwise; ``None`` past the budget."""
-    if not ev.affords(2):
-        return None
-    try:
-        _displace(ws, probe, step)
-        j_plus = ev(ws.mapping)
-        _displace(ws, probe, -step)
-        j_minus = ev(ws.mapping)
-    finally:
-        ws.restore()
-    return Measurement(step, (j_plus - j_minus) / (2 * step), j_plus, j_minus)
+    """One central difference along ``probe`` at ``step``, every tensor restored bitwise; ``None`` past the budget."""
+    done = measure_steps(ev, ws, probe, [step])
+    return done[0] if done else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Set
+from typing import AbstractSet, Dict, List, Optional, Sequence, Set
 
 from .inputs import Slot, Workspace
 from .measure import Context, step_for
 from .noise import direction_upper
-from .probes import Measurement, Probe, measure, random_direction
+from .probes import Measurement, Probe, measure, measure_steps, random_direction
 from .tolerances import TOLERANCES
 
 @dataclass(frozen=True)
@@ -30,11 +30,63 @@ class Screen:
         return (4 * self.fine.numeric - self.coarse.numeric) / 3
 
 
+def _roundoff(ctx: Context, m: Measurement) -> float:
+    return float(ctx.ev.roundoff(m.step, max(m.loss_size, abs(ctx.j0))))
+
+
+def _extrapolated_roundoff(ctx: Context, sc: Screen) -> float:
+    """The extrapolation's round-off, (4·r(h/2) + r(h)) / 3 = 3·r(h), at the larger of its losses."""
+    size = max(sc.coarse.loss_size, sc.fine.loss_size, abs(ctx.j0))
+    return 3 * float(ctx.ev.roundoff(sc.coarse.step, size))
+
+
+def screen_bound(ctx: Context, sc: Screen) -> float:
+    """A screen's gap plus its round-off."""
+    return abs(sc.analytic - sc.numeric) + _extrapolated_roundoff(ctx, sc)
+
+
+def within_reach(ctx: Context, group: Sequence[Slot], steps: Dict[str, float], bound: float,
+                 skip: AbstractSet[str] = frozenset()) -> bool:
+    """Whether ``screens_max`` screens, each bounded by ``bound``, would clear every screenable tensor of
+    ``group`` not in ``skip``."""
+    k_max = TOLERANCES.screens_max
+    return all(direction_upper([bound / steps[s.name]] * k_max, ctx.references[s.name]) < ctx.thresholds[s.name]
+               for s in group if s.name not in skip and not ctx.floored(s.name))
+
+
+def _kinked(ctx: Context, group: Sequence[Slot], sc: Screen) -> bool:
+    """A screen whose gap keeps a tensor from being cleared, and whose two steps disagree by more than
+    round-off: a kink (ReLU) crossed within the larger step, or truncation the extrapolation left."""
+    useless = not within_reach(ctx, group, sc.steps, abs(sc.analytic - sc.numeric))
+    return useless and abs(sc.coarse.numeric - sc.fine.numeric) > _roundoff(ctx, sc.coarse) + _roundoff(ctx, sc.fine)
+
+
+def measure_screen(ctx: Context, ws: Workspace, group: Sequence[Slot], probe: Probe,
+                   steps: Dict[str, float]) -> Optional[Screen]:
+    """A screen along ``probe`` at steps 1 and ½ (of its weights); halved again, the same direction kept,
+    while a kink within the larger step spoils the extrapolation and the last two extrapolations disagree
+    (agreeing, they measure a real gap); ``None`` past the budget."""
+    pair = measure_steps(ctx.ev, ws, probe, (1.0, 0.5))
+    if len(pair) < 2:
+        return None
+    sc = Screen(steps, probe.analytic, pair[0], pair[1])
+    for _ in range(TOLERANCES.refine_levels):
+        if not _kinked(ctx, group, sc):
+            break
+        finer = measure(ctx.ev, ws, probe, sc.fine.step / 2)
+        if finer is None:
+            break
+        nxt = Screen(steps, probe.analytic, sc.fine, finer)
+        settled = abs(nxt.numeric - sc.numeric) <= _extrapolated_roundoff(ctx, sc) + _extrapolated_roundoff(ctx, nxt)
+        sc = nxt
+        if settled:
+            break
+    return sc
+
+
 def screen_bounds(ctx: Context, screens: Sequence[Screen]) -> List[float]:
     """Each screen's gap plus its round-off (the extrapolation triples a central difference's)."""
-    size = abs(ctx.j0)
-    return [abs(sc.analytic - sc.numeric)
-            + 3 * ctx.ev.roundoff(1.0, max(sc.coarse.loss_size, sc.fine.loss_size, size)) for sc in screens]
+    return [screen_bound(ctx, sc) for sc in screens]
 
 
 def screen_steps(ctx: Context, group: Sequence[Slot]) -> Dict[str, float]:
@@ -80,11 +132,10 @@ def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
     with Workspace(ctx.params, group) as ws:
         for _ in range(TOLERANCES.screens_max):
             probe = Probe.of([(random_direction(s, 0, s.size, ctx.rng), steps[s.name]) for s in group])
-            coarse = measure(ctx.ev, ws, probe, 1.0)
-            fine = None if coarse is None else measure(ctx.ev, ws, probe, 0.5)
-            if coarse is None or fine is None:
+            sc = measure_screen(ctx, ws, group, probe, steps)
+            if sc is None:
                 break
-            screens.append(Screen(steps, probe.analytic, coarse, fine))
+            screens.append(sc)
             del probe  # its direction (a byte per entry) goes before the next one is drawn
             if len(screens) >= TOLERANCES.screens_first and len(cleared(ctx, group, screens)) == len(screenable):
                 break
@@ -95,20 +146,11 @@ def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
 
 def more_screens_help(ctx: Context, group: Sequence[Slot], screens: Sequence[Screen]) -> bool:
     """Whether the uncleared tensors are within reach of the tightest bound ``screens_max`` screens give."""
-    k, k_max = len(screens), TOLERANCES.screens_max
-    if k >= k_max:
+    k = len(screens)
+    if k >= TOLERANCES.screens_max:
         return False
-    bounds = [abs(sc.analytic - sc.numeric) for sc in screens]
-    done = cleared(ctx, group, screens)
-    typical = math.sqrt(math.fsum(b * b for b in bounds) / k)
-    for s in group:
-        if s.name in done or ctx.floored(s.name):
-            continue
-        step = screens[0].steps[s.name]
-        best = direction_upper([typical / step] * k_max, ctx.references[s.name])
-        if best >= ctx.thresholds[s.name]:
-            return False
-    return True
+    typical = math.sqrt(math.fsum((sc.analytic - sc.numeric) ** 2 for sc in screens) / k)
+    return within_reach(ctx, group, screens[0].steps, typical, cleared(ctx, group, screens))
 
 
 def groups(slots: Sequence[Slot]) -> List[List[Slot]]:

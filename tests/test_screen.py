@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import gradwatch.screen as screen
-from gradwatch.inputs import build_slots
+from gradwatch.inputs import Workspace, build_slots
 from gradwatch.measure import Context, step_for
-from gradwatch.probes import Evaluator, Measurement
+from gradwatch.probes import Direction, Evaluator, Measurement, Probe
 from gradwatch.screen import Screen, groups, screen_bounds, screen_group, screen_steps
 from gradwatch.tolerances import TOLERANCES
 
@@ -89,3 +89,48 @@ def test_tensors_that_do_not_fit_the_working_memory_start_a_new_group(monkeypatc
 def test_small_models_are_screened_in_one_group():
     params, grads, _ = quadratic({"a": 100, "b": 70, "c": 60})
     assert len(groups(build_slots(params, grads))) == 1
+
+
+def kinked_quadratic(n, cross, seed=0):
+    """0.5·‖θ‖² plus a hinge along a known direction ``d`` whose kink lies at ``cross`` × a unit step
+    along ``d`` from the point; returns what a screen along ``d`` needs."""
+    rng = np.random.default_rng(seed)
+    theta0 = rng.standard_normal(n)
+    d = rng.standard_normal(n)
+    dd = float(d @ d)
+
+    def loss(p):
+        return float(0.5 * p["w"] @ p["w"] + 5.0 * max(0.0, (p["w"] - theta0) @ d - cross * 1e-4 * dd))
+
+    return {"w": theta0.copy()}, d, loss
+
+
+def screen_along(d, params, grads, loss):
+    ctx, slots = context(loss, params, grads)
+    probe = Probe.of([(Direction(slots[0], 0, slots[0].size, d), 1e-4)])
+    with Workspace(ctx.params, slots) as ws:
+        sc = screen.measure_screen(ctx, ws, slots, probe, {"w": 1e-4})
+    assert sc is not None
+    return ctx, sc
+
+
+def test_a_screen_that_crosses_a_kink_is_measured_at_smaller_steps_along_the_same_direction():
+    params, d, loss = kinked_quadratic(40, cross=0.75)  # crossed at step 1, not at ½
+    ctx, sc = screen_along(d, params, {"dw": params["w"].copy()}, loss)
+    assert (sc.coarse.step, sc.fine.step) == (0.5, 0.25)
+    assert screen.screen_bound(ctx, sc) < 2 * screen._extrapolated_roundoff(ctx, sc)
+
+
+def test_a_refined_screen_still_shows_a_wrong_gradient():
+    params, d, loss = kinked_quadratic(40, cross=0.75)
+    ctx, sc = screen_along(d, params, {"dw": 1.01 * params["w"]}, loss)
+    assert abs(sc.analytic - sc.numeric) > 1e-3 * abs(sc.analytic)
+    assert sc.fine.step >= 0.125  # a real gap: two extrapolations agree, and the refinement stops
+
+
+def test_a_smooth_screen_is_not_refined():
+    params, d, loss = kinked_quadratic(40, cross=1e6)  # the kink far away
+    calls = []
+    ctx, sc = screen_along(d, params, {"dw": params["w"].copy()}, lambda p: calls.append(1) or loss(p))
+    assert (sc.coarse.step, sc.fine.step) == (1.0, 0.5)
+    assert len(calls) == 1 + 4  # the base, and two steps × two signs
