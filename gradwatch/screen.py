@@ -65,7 +65,7 @@ def measure_screen(ctx: Context, ws: Workspace, group: Sequence[Slot], probe: Pr
                    steps: Dict[str, float]) -> Optional[Screen]:
     """A screen along ``probe`` at steps 1 and ½ (of its weights); halved again, the same direction kept,
     while a kink within the larger step spoils the extrapolation and the last two extrapolations disagree
-    (agreeing, they measure a real gap); ``None`` past the budget."""
+    (agreeing, to round-off and a share of the gap, they measure a real gap); ``None`` past the budget."""
     pair = measure_steps(ctx.ev, ws, probe, (1.0, 0.5))
     if len(pair) < 2:
         return None
@@ -77,7 +77,8 @@ def measure_screen(ctx: Context, ws: Workspace, group: Sequence[Slot], probe: Pr
         if finer is None:
             break
         nxt = Screen(steps, probe.analytic, sc.fine, finer)
-        settled = abs(nxt.numeric - sc.numeric) <= _extrapolated_roundoff(ctx, sc) + _extrapolated_roundoff(ctx, nxt)
+        noise = _extrapolated_roundoff(ctx, sc) + _extrapolated_roundoff(ctx, nxt)
+        settled = abs(nxt.numeric - sc.numeric) <= noise + TOLERANCES.agreement_share * abs(nxt.analytic - nxt.numeric)
         sc = nxt
         if settled:
             break

@@ -39,13 +39,14 @@ def test_a_screen_is_extrapolated_from_two_steps():
     assert sc.numeric == pytest.approx((4 * 1.5 - 2.0) / 3)
 
 
-def test_a_screens_bound_is_its_gap_plus_three_round_offs_at_unit_step():
+def test_a_screens_bound_is_its_gap_plus_three_round_offs_at_its_larger_step():
     params, grads, loss = quadratic({"a": 5})
     ctx, _ = context(loss, params, grads)
-    ctx.ev.jitter = 0.0
-    sc = Screen({}, 1.0, Measurement(1.0, 2.0, 10.0, 9.0), Measurement(0.5, 1.5, 10.0, 9.5))
-    (b,) = screen_bounds(ctx, [sc])
-    assert b == pytest.approx(abs(1.0 - sc.numeric) + 3 * ctx.ev.roundoff(1.0, max(10.0, abs(ctx.j0))), rel=1e-12)
+    for coarse_step, gap in ((1.0, 0.0), (0.5, 0.0), (1.0, 0.25)):
+        c, f = Measurement(coarse_step, 2.0, 10.0, 9.0), Measurement(coarse_step / 2, 1.5, 10.0, 9.5)
+        sc = Screen({}, (4 * 1.5 - 2.0) / 3 + gap, c, f)
+        (b,) = screen_bounds(ctx, [sc])
+        assert b == pytest.approx(gap + 3 * ctx.ev.roundoff(coarse_step, max(10.0, abs(ctx.j0))), rel=1e-9)
 
 
 def test_screen_steps_weigh_every_tensor_the_same_within_the_weight_range():
@@ -134,3 +135,44 @@ def test_a_smooth_screen_is_not_refined():
     ctx, sc = screen_along(d, params, {"dw": params["w"].copy()}, lambda p: calls.append(1) or loss(p))
     assert (sc.coarse.step, sc.fine.step) == (1.0, 0.5)
     assert len(calls) == 1 + 4  # the base, and two steps × two signs
+
+
+def sine(n, seed=0):
+    """A smooth loss with a large third derivative: central differences carry truncation, which the
+    extrapolation removes."""
+    rng = np.random.default_rng(seed)
+    theta0, d = rng.standard_normal(n), rng.standard_normal(n)
+    return {"w": theta0}, d, lambda p: float(np.sum(np.sin(30.0 * p["w"])))
+
+
+def test_a_real_gap_with_truncation_is_measured_once_more_and_kept():
+    params, d, loss = sine(40)
+    right = 30.0 * np.cos(30.0 * params["w"])
+    ctx, sc = screen_along(d, params, {"dw": 1.01 * right}, loss)
+    assert (sc.coarse.step, sc.fine.step) == (0.5, 0.25)  # two extrapolations agree: the gap is real
+    assert abs(sc.analytic - sc.numeric) > 1e-3 * abs(sc.analytic)
+    ctx, sc = screen_along(d, params, {"dw": right}, loss)
+    assert (sc.coarse.step, sc.fine.step) == (1.0, 0.5)  # the steps disagree, but the gap is no obstacle
+
+
+def test_a_tensor_with_a_zero_gradient_screens_at_its_largest_allowed_step():
+    params, grads, loss = quadratic({"a": 50, "b": 50})
+    refs = {"a": 1.0, "b": 0.0}
+    ctx, slots = context(loss, params, grads, refs)
+    own = step_for(ctx, slots[1], slots[1].size, 0.0)
+    assert screen_steps(ctx, slots)["b"] == pytest.approx(own * TOLERANCES.screen_weight_range, rel=1e-12)
+
+
+def test_no_more_screens_help_once_there_are_screens_max_of_them():
+    params, grads, loss = quadratic({"a": 50})
+    ctx, slots = context(loss, params, grads, {"a": 1e9})  # a huge reference: anything clears it
+    sc = Screen({"a": 1.0}, 1.0, Measurement(1.0, 1.0, 0.0, 0.0), Measurement(0.5, 1.0, 0.0, 0.0))
+    assert screen.more_screens_help(ctx, slots, [sc] * (TOLERANCES.screens_max - 1))
+    assert not screen.more_screens_help(ctx, slots, [sc] * TOLERANCES.screens_max)
+
+
+def test_a_tensor_that_exactly_fills_the_working_memory_joins_the_group(monkeypatch):
+    monkeypatch.setattr(screen, "TOLERANCES", dataclasses.replace(TOLERANCES, screen_memory_floor=0))
+    params, grads, _ = quadratic({"a": 90, "b": 70})
+    # room: twice the 720 bytes of a = 1,440 = 9 bytes per entry × (90 + 70)
+    assert [[s.name for s in g] for g in groups(build_slots(params, grads))] == [["a", "b"]]
