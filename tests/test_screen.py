@@ -46,7 +46,7 @@ def test_a_screens_bound_is_its_gap_plus_three_round_offs_at_its_larger_step():
         c, f = Measurement(coarse_step, 2.0, 10.0, 9.0), Measurement(coarse_step / 2, 1.5, 10.0, 9.5)
         sc = Screen({}, (4 * 1.5 - 2.0) / 3 + gap, c, f)
         (b,) = screen_bounds(ctx, [sc])
-        assert b == pytest.approx(gap + 3 * ctx.ev.roundoff(coarse_step, max(10.0, abs(ctx.j0))), rel=1e-9)
+        assert b == pytest.approx(gap + 3 * ctx.ev.roundoff(coarse_step, max(10.0, abs(ctx.j0))), rel=1e-9, abs=0)
 
 
 def test_screen_steps_weigh_every_tensor_the_same_within_the_weight_range():
@@ -58,8 +58,8 @@ def test_screen_steps_weigh_every_tensor_the_same_within_the_weight_range():
     weight = math.exp(sum(math.log(own[k] * refs[k]) for k in refs) / 3)
     r = TOLERANCES.screen_weight_range
     for k in refs:
-        assert steps[k] == pytest.approx(min(max(weight / refs[k], own[k] / r), own[k] * r), rel=1e-12)
-    assert steps["c"] == pytest.approx(own["c"] / r)  # a huge gradient: clipped at a quarter of its own step
+        assert steps[k] == pytest.approx(min(max(weight / refs[k], own[k] / r), own[k] * r), rel=1e-12, abs=0)
+    assert steps["c"] == pytest.approx(own["c"] / r, rel=1e-12, abs=0)  # a huge gradient: clipped at a quarter of its own step
 
 
 def test_the_second_measurement_of_a_screen_moves_half_as_far():
@@ -76,7 +76,7 @@ def test_the_second_measurement_of_a_screen_moves_half_as_far():
     screens = screen_group(ctx, slots)
     assert len(screens) >= TOLERANCES.screens_first
     coarse, fine = moves[start], moves[start + 2]
-    assert fine == pytest.approx(coarse / 2, rel=1e-9)
+    assert fine == pytest.approx(coarse / 2, rel=1e-9, abs=0)
 
 
 def test_tensors_that_do_not_fit_the_working_memory_start_a_new_group(monkeypatch):
@@ -160,7 +160,7 @@ def test_a_tensor_with_a_zero_gradient_screens_at_its_largest_allowed_step():
     refs = {"a": 1.0, "b": 0.0}
     ctx, slots = context(loss, params, grads, refs)
     own = step_for(ctx, slots[1], slots[1].size, 0.0)
-    assert screen_steps(ctx, slots)["b"] == pytest.approx(own * TOLERANCES.screen_weight_range, rel=1e-12)
+    assert screen_steps(ctx, slots)["b"] == pytest.approx(own * TOLERANCES.screen_weight_range, rel=1e-12, abs=0)
 
 
 def test_no_more_screens_help_once_there_are_screens_max_of_them():
