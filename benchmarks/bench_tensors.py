@@ -121,12 +121,13 @@ def overhead(repeat, batch):
         moved["n"] += any(not np.array_equal(p[k], origin[k]) for k in p)
         return m.loss(p)
 
-    times_check, times_scipy, times_loss, evals, off = [], [], [], [], []
+    times_check, times_scipy, times_loss, evals, off, verdicts = [], [], [], [], [], []
     for k in range(repeat):
         t = time.perf_counter()
         r = check_gradients(loss, m.params, grads, seed=k)
         times_check.append(time.perf_counter() - t)
         evals.append(r.loss_evaluations)
+        verdicts.append(r.verdict)
         t = time.perf_counter()
         for _ in range(r.loss_evaluations):
             m.loss(m.params)
@@ -142,7 +143,8 @@ def overhead(repeat, batch):
     ratios_loss = [c / lo for c, lo in zip(times_check, times_loss)]
     ratios_scipy = [c / s for c, s in zip(times_check, times_scipy)]
     floors = [(lo + n * write) / lo for lo, n in zip(times_loss, off)]
-    return (f"784-1024-512-10 ReLU MLP, batch {batch}, {repeat} interleaved repetitions: passing check "
+    tally = ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts)))
+    return (f"784-1024-512-10 ReLU MLP, batch {batch}, {repeat} interleaved repetitions (correct gradients: {tally}): check "
             f"{med(times_check) * 1e3:.0f} ms ({med(evals):.0f} loss evaluations, {min(evals)}-{max(evals)}), "
             f"scipy check_grad(random) {med(times_scipy) * 1e3:.0f} ms, the check's own loss evaluations alone "
             f"{med(times_loss) * 1e3:.0f} ms; one bare write of all {m.size:,} entries {write * 1e3:.2f} ms, "
