@@ -288,10 +288,32 @@ def test_a_non_finite_base_loss_is_not_compared():
     assert ev.base(None, "again") == math.inf and ev.base_losses == [1.0, math.inf]
 
 
-def test_roundoff_is_four_loss_precisions_of_the_loss_plus_jitter_over_the_step():
+def test_roundoff_is_four_loss_precisions_of_the_loss_plus_jitter_and_resolution_over_the_step():
     ev = ev_of(lambda p: 0.0)
     ev.jitter = 3e-12
-    assert ev.roundoff(1e-5, 7.0) == pytest.approx((4 * EPS * 7.0 + 3e-12) / 1e-5, rel=1e-12)
+    assert ev.roundoff(1e-5, 7.0) == pytest.approx((4 * EPS * 7.0 + 3e-12) / 1e-5, rel=1e-12, abs=0)
+    ev.resolution = 1e-11
+    assert ev.roundoff(1e-5, 7.0) == pytest.approx((4 * EPS * 7.0 + 3e-12 + 1e-11) / 1e-5, rel=1e-12, abs=0)
+
+
+def test_a_loss_returned_as_an_integer_has_a_resolution_of_one():
+    ev = ev_of(lambda p: np.int64(3))
+    ev(None)
+    assert ev.resolution == 1.0
+
+
+def test_a_direction_over_part_of_a_tensor_fills_its_own_entries():
+    rng = np.random.default_rng(5)
+    codes = np.frombuffer(rng.bytes(50), dtype=np.int8)
+    d = Direction(slot_of(np.zeros(100)), 30, 80, codes)
+    out = np.empty(10)
+    d.fill(out, 40, 50, 0.5)  # entries 40…49 are codes 10…19
+    expected = (2.0 * codes[10:20].astype(np.float64) + 1.0) * 0.5 * DIRECTION_SCALE
+    assert np.allclose(out, expected, rtol=1e-15, atol=0)
+    assert np.allclose(d.values(40, 50), expected / 0.5, rtol=1e-15, atol=0)
+    normal = rng.standard_normal(50)
+    Direction(slot_of(np.zeros(100)), 30, 80, normal).fill(out, 40, 50, 0.5)
+    assert np.array_equal(out, 0.5 * normal[10:20])
 
 
 def test_odd_byte_directions_have_exactly_unit_mean_square_over_all_codes():
