@@ -114,9 +114,6 @@ def overhead(repeat, batch):
     moved = {"n": 0}
     origin = {k: v.copy() for k, v in m.params.items()}
 
-    def loss(p):
-        return m.loss(p)
-
     def counting(p):  # a separate, untimed run counts the evaluations off the point
         moved["n"] += any(not np.array_equal(p[k], origin[k]) for k in p)
         return m.loss(p)
@@ -124,7 +121,7 @@ def overhead(repeat, batch):
     times_check, times_scipy, times_loss, evals, off, verdicts = [], [], [], [], [], []
     for k in range(repeat):
         t = time.perf_counter()
-        r = check_gradients(loss, m.params, grads, seed=k)
+        r = check_gradients(m.loss, m.params, grads, seed=k)
         times_check.append(time.perf_counter() - t)
         evals.append(r.loss_evaluations)
         verdicts.append(r.verdict)

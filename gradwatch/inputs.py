@@ -317,8 +317,7 @@ class Workspace:
             slot, old = self.saved[key]
             _, lo, hi = key
             if old is None:
-                self.work[slot.name][lo:hi] = slot.array.reshape(-1)[lo:hi] if slot.array.flags.c_contiguous \
-                    else slot.values(lo, hi)
+                self.work[slot.name][lo:hi] = self.base_view(slot, lo, hi)
             elif slot.array.flags.c_contiguous:
                 slot.array.reshape(-1)[lo:hi] = old
             else:

@@ -75,7 +75,7 @@ def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, thresh
     """Re-measure a suspicious probe: once at the same step (randomness), then at smaller steps until
     two estimates agree."""
     ev, a = ctx.ev, probe.analytic
-    roundoff = ev.roundoff(first.step, max(first.loss_size, abs(ctx.j0)))
+    roundoff = ev.roundoff_of(first, ctx.j0)
     if gap_is_small(a, first, roundoff, threshold, reference):
         return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate)
     if ev.repeats < TOLERANCES.repeats:

@@ -66,7 +66,7 @@ def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> 
     if len(trail) < 2:
         return None
     first, last = trail[-2], trail[-1]
-    noise = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
+    noise = ev.roundoff_of(last, j0)
 
     def slopes(m: Measurement) -> Tuple[float, float]:
         return (m.j_plus - j0) / m.step, (j0 - m.j_minus) / m.step
@@ -98,7 +98,7 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
     point as ``loss_fn`` sees this probe's tensors (for one-sided slopes); ``coordinate`` for a probe
     along one entry."""
     first, last = trail[0], trail[-1]
-    roundoff = ev.roundoff(last.step, max(last.loss_size, abs(j0)))
+    roundoff = ev.roundoff_of(last, j0)
     gap = abs(analytic - last.numeric)
     if not (math.isfinite(gap) and math.isfinite(roundoff)):
         unexplained = math.inf if not math.isfinite(gap) else 0.0

@@ -110,6 +110,10 @@ class Evaluator:
         (``loss_size`` a float or an array of them)."""
         return (TOLERANCES.roundoff * self.precision * loss_size + self.jitter + self.resolution) / step
 
+    def roundoff_of(self, m: "Measurement", j0: float) -> float:
+        """:meth:`roundoff` of one measurement, about the larger of its losses and the loss at the point."""
+        return float(self.roundoff(m.step, max(m.loss_size, abs(j0))))
+
 
 # --------------------------------------------------------------------------------------------
 # Directions and probes

@@ -30,10 +30,6 @@ class Screen:
         return (4 * self.fine.numeric - self.coarse.numeric) / 3
 
 
-def _roundoff(ctx: Context, m: Measurement) -> float:
-    return float(ctx.ev.roundoff(m.step, max(m.loss_size, abs(ctx.j0))))
-
-
 def _extrapolated_roundoff(ctx: Context, sc: Screen) -> float:
     """The extrapolation's round-off, (4·r(h/2) + r(h)) / 3 = 3·r(h), at the larger of its losses."""
     size = max(sc.coarse.loss_size, sc.fine.loss_size, abs(ctx.j0))
@@ -57,8 +53,9 @@ def within_reach(ctx: Context, group: Sequence[Slot], steps: Dict[str, float], b
 def _kinked(ctx: Context, group: Sequence[Slot], sc: Screen) -> bool:
     """A screen whose gap keeps a tensor from being cleared, and whose two steps disagree by more than
     round-off: a kink (ReLU) crossed within the larger step, or truncation the extrapolation left."""
-    useless = not within_reach(ctx, group, sc.steps, abs(sc.analytic - sc.numeric))
-    return useless and abs(sc.coarse.numeric - sc.fine.numeric) > _roundoff(ctx, sc.coarse) + _roundoff(ctx, sc.fine)
+    ev = ctx.ev
+    disagree = abs(sc.coarse.numeric - sc.fine.numeric) > ev.roundoff_of(sc.coarse, ctx.j0) + ev.roundoff_of(sc.fine, ctx.j0)
+    return disagree and not within_reach(ctx, group, sc.steps, abs(sc.analytic - sc.numeric))
 
 
 def measure_screen(ctx: Context, ws: Workspace, group: Sequence[Slot], probe: Probe,
