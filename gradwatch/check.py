@@ -283,7 +283,8 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], j
             per_param[s.name] = _screened(s, ctx, screens[s.name])
             continue
         o, j = outcomes[s.name], judgements[s.name]
-        reason = why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name], o.statistical)
+        reason = why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name], o.statistical,
+                            o.narrowed)
         loc = located.get(s.name)
         per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)
     for s in slots:

@@ -48,6 +48,7 @@ class Outcome:
     indices: Optional[np.ndarray] = None  # the coordinates, for coordinate checks
     dropped: int = 0  # direction probes that no step settled (redrawn)
     kinks: int = 0  # probes explained by a kink at the point
+    narrowed: bool = False  # kinks within the first step made the probes shrink it
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def direction_stage(ctx: Context, slot: Slot) -> Outcome:
     """Probe one tensor along random directions, two at a time, until the verdict is clear."""
     threshold, reference = ctx.thresholds[slot.name], ctx.references[slot.name]
     ev = ctx.ev
-    step = step_for(ctx, slot, slot.size, reference)
+    step = first_step = step_for(ctx, slot, slot.size, reference)
     kept: List[Settled] = []
     dropped: List[Settled] = []
     with Workspace(ctx.params, [slot]) as ws:
@@ -232,4 +233,4 @@ def direction_stage(ctx: Context, slot: Slot) -> Outcome:
     kinks = sum(s.cause == "kink" for s in kept)
     if ctx.floored(slot.name) and not numeric_is_zero(probes):
         reference = slot.grad_norm()  # the floor is for a gradient that is zero: this one is not
-    return Outcome(probes, True, "directions", slot.size, reference, step, None, len(dropped), kinks)
+    return Outcome(probes, True, "directions", slot.size, reference, step, None, len(dropped), kinks, step < first_step)

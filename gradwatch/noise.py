@@ -269,8 +269,9 @@ def _formula2(a: np.ndarray, n: np.ndarray) -> float:
 
 
 def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: float,
-               reference: float, threshold: float, statistical: bool) -> str:
-    """The reason a tensor is inconclusive, and what to do about it, from what limited the bound."""
+               reference: float, threshold: float, statistical: bool, narrowed: bool = False) -> str:
+    """The reason a tensor is inconclusive, and what to do about it, from what limited the bound
+    (``narrowed``: kinks within the first step made the probes shrink it)."""
     noise = probes.noise
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
         float(np.linalg.norm(noise)), reference)
@@ -289,6 +290,11 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     if not probes.settled:
         return ("a kink (ReLU, max or abs switching) moves the estimate at every step tried and no one-sided "
                 "slope matches the gradient: check at another point (another seed or batch), or with smooth activations")
+    if noisy and narrowed:
+        return (f"kinks (ReLU, max or abs switching) lie so close to the point that the step had to shrink until the "
+                f"loss's round-off (|J| = {abs(j0):.3g}) hides errors of the threshold's size (the noise alone bounds "
+                f"the difference at {upper_noise:.1e}): check on a smaller batch (fewer units near a kink) or with "
+                "smooth activations, pass a threshold above that bound, or sample=N to check N entries of each tensor")
     if noisy:
         return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make to a gradient "
                 f"this small (|g| = {reference:.2e}): subtract the loss's constant part, or scale the loss up")

@@ -32,8 +32,12 @@ class Screen:
 
 def _extrapolated_roundoff(ctx: Context, sc: Screen) -> float:
     """The extrapolation's round-off, (4·r(h/2) + r(h)) / 3 = 3·r(h), at the larger of its losses."""
-    size = max(sc.coarse.loss_size, sc.fine.loss_size, abs(ctx.j0))
-    return 3 * float(ctx.ev.roundoff(sc.coarse.step, size))
+    return _roundoff_at(ctx, sc.coarse.step, max(sc.coarse.loss_size, sc.fine.loss_size))
+
+
+def _roundoff_at(ctx: Context, step: float, loss_size: float) -> float:
+    """The round-off of a screen extrapolated from ``step`` and half of it, about losses of ``loss_size``."""
+    return 3 * float(ctx.ev.roundoff(step, max(loss_size, abs(ctx.j0))))
 
 
 def screen_bound(ctx: Context, sc: Screen) -> float:
@@ -41,12 +45,10 @@ def screen_bound(ctx: Context, sc: Screen) -> float:
     return abs(sc.analytic - sc.numeric) + _extrapolated_roundoff(ctx, sc)
 
 
-def within_reach(ctx: Context, group: Sequence[Slot], steps: Dict[str, float], bound: float,
+def within_reach(ctx: Context, group: Sequence[Slot], steps: Dict[str, float], bounds: Sequence[float],
                  skip: AbstractSet[str] = frozenset()) -> bool:
-    """Whether ``screens_max`` screens, each bounded by ``bound``, would clear every screenable tensor of
-    ``group`` not in ``skip``."""
-    k_max = TOLERANCES.screens_max
-    return all(direction_upper([bound / steps[s.name]] * k_max, ctx.references[s.name]) < ctx.thresholds[s.name]
+    """Whether screens bounded by ``bounds`` would clear every screenable tensor of ``group`` not in ``skip``."""
+    return all(direction_upper([b / steps[s.name] for b in bounds], ctx.references[s.name]) < ctx.thresholds[s.name]
                for s in group if s.name not in skip and not ctx.floored(s.name))
 
 
@@ -55,27 +57,38 @@ def _kinked(ctx: Context, group: Sequence[Slot], sc: Screen) -> bool:
     round-off: a kink (ReLU) crossed within the larger step, or truncation the extrapolation left."""
     ev = ctx.ev
     disagree = abs(sc.coarse.numeric - sc.fine.numeric) > ev.roundoff_of(sc.coarse, ctx.j0) + ev.roundoff_of(sc.fine, ctx.j0)
-    return disagree and not within_reach(ctx, group, sc.steps, abs(sc.analytic - sc.numeric))
+    return disagree and not within_reach(ctx, group, sc.steps, [abs(sc.analytic - sc.numeric)] * TOLERANCES.screens_max)
+
+
+def _converging(ctx: Context, coarse: Measurement, fine: Measurement, finer: Measurement) -> bool:
+    """Whether three steps, each half the last, close in on one value as truncation does (the second
+    change at most half the first, beyond round-off). A kink close to the point moves the estimates as
+    much or more at each halving, while the two extrapolations may agree by chance."""
+    ev = ctx.ev
+    noise = ev.roundoff_of(fine, ctx.j0) + ev.roundoff_of(finer, ctx.j0)
+    return abs(finer.numeric - fine.numeric) <= abs(fine.numeric - coarse.numeric) / 2 + noise
 
 
 def measure_screen(ctx: Context, ws: Workspace, group: Sequence[Slot], probe: Probe,
-                   steps: Dict[str, float]) -> Optional[Screen]:
-    """A screen along ``probe`` at steps 1 and ½ (of its weights); halved again, the same direction kept,
-    while a kink within the larger step spoils the extrapolation and the last two extrapolations disagree
-    (agreeing, to round-off and a share of the gap, they measure a real gap); ``None`` past the budget."""
-    pair = measure_steps(ctx.ev, ws, probe, (1.0, 0.5))
+                   steps: Dict[str, float], start: float = 1.0) -> Optional[Screen]:
+    """A screen along ``probe`` at steps ``start`` and half that (of its weights); halved again, the same
+    direction kept, while a kink within the larger step spoils the extrapolation and the estimates
+    have not settled (two extrapolations agreeing, to round-off and a share of the gap, at steps that
+    close in as truncation does: a real gap), down to ``2^-refine_levels`` of the weights; ``None``
+    past the budget."""
+    pair = measure_steps(ctx.ev, ws, probe, (start, start / 2))
     if len(pair) < 2:
         return None
     sc = Screen(steps, probe.analytic, pair[0], pair[1])
-    for _ in range(TOLERANCES.refine_levels):
-        if not _kinked(ctx, group, sc):
-            break
+    finest = 2.0 ** -(TOLERANCES.refine_levels + 1)
+    while sc.fine.step / 2 >= finest and _kinked(ctx, group, sc):
         finer = measure(ctx.ev, ws, probe, sc.fine.step / 2)
         if finer is None:
             break
         nxt = Screen(steps, probe.analytic, sc.fine, finer)
         noise = _extrapolated_roundoff(ctx, sc) + _extrapolated_roundoff(ctx, nxt)
-        settled = abs(nxt.numeric - sc.numeric) <= noise + TOLERANCES.agreement_share * abs(nxt.analytic - nxt.numeric)
+        agree = abs(nxt.numeric - sc.numeric) <= noise + TOLERANCES.agreement_share * abs(nxt.analytic - nxt.numeric)
+        settled = agree and _converging(ctx, sc.coarse, sc.fine, finer)
         sc = nxt
         if settled:
             break
@@ -127,28 +140,33 @@ def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
     steps = screen_steps(ctx, group)
     screenable = [s for s in group if not ctx.floored(s.name)]
     screens: List[Screen] = []
+    start = 1.0  # a kink within the first screens' steps is as close along the next directions: start there
     with Workspace(ctx.params, group) as ws:
         for _ in range(TOLERANCES.screens_max):
             probe = Probe.of([(random_direction(s, 0, s.size, ctx.rng), steps[s.name]) for s in group])
-            sc = measure_screen(ctx, ws, group, probe, steps)
+            sc = measure_screen(ctx, ws, group, probe, steps, start)
             if sc is None:
                 break
             screens.append(sc)
+            start = min(start, sc.coarse.step)
             del probe  # its direction (a byte per entry) goes before the next one is drawn
             if len(screens) >= TOLERANCES.screens_first and len(cleared(ctx, group, screens)) == len(screenable):
                 break
-            if len(screens) >= TOLERANCES.screens_first and not more_screens_help(ctx, group, screens):
+            if len(screens) >= TOLERANCES.screens_first and not more_screens_help(ctx, group, screens, start):
                 break
     return screens
 
 
-def more_screens_help(ctx: Context, group: Sequence[Slot], screens: Sequence[Screen]) -> bool:
-    """Whether the uncleared tensors are within reach of the tightest bound ``screens_max`` screens give."""
+def more_screens_help(ctx: Context, group: Sequence[Slot], screens: Sequence[Screen], start: float = 1.0) -> bool:
+    """Whether ``screens_max`` screens would clear the uncleared tensors: those measured, and the rest
+    each bounded by the gap seen so far (RMS) plus the round-off of a screen at ``start``."""
     k = len(screens)
     if k >= TOLERANCES.screens_max:
         return False
     typical = math.sqrt(math.fsum((sc.analytic - sc.numeric) ** 2 for sc in screens) / k)
-    return within_reach(ctx, group, screens[0].steps, typical, cleared(ctx, group, screens))
+    size = max(max(sc.coarse.loss_size, sc.fine.loss_size) for sc in screens)
+    bounds = screen_bounds(ctx, screens) + [typical + _roundoff_at(ctx, start, size)] * (TOLERANCES.screens_max - k)
+    return within_reach(ctx, group, screens[0].steps, bounds, cleared(ctx, group, screens))
 
 
 def groups(slots: Sequence[Slot]) -> List[List[Slot]]:

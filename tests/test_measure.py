@@ -211,5 +211,11 @@ def test_a_kink_on_both_sides_makes_fresh_directions_take_a_smaller_step():
     ctx, (slot,) = context(loss, params, grads)
     first_step = step_for(ctx, slot, slot.size, ctx.references["w"])
     out = direction_stage(ctx, slot)
-    assert out.step < first_step
+    assert out.step < first_step and out.narrowed
     assert out.step >= first_step / TOLERANCES.refine_ratio ** 4  # round-off bounds how far it goes
+
+
+def test_probes_that_keep_their_first_step_are_not_narrowed():
+    params, grads, loss = sin_model(n=200)
+    ctx, (slot,) = context(loss, params, grads)
+    assert not direction_stage(ctx, slot).narrowed

@@ -387,13 +387,14 @@ def test_a_probe_set_reports_the_last_estimates():
 # ------------------------------------------------------------------ why a tensor is inconclusive
 
 def unsure(noise, *, settled=True, precision=None, jitter=0.0, epsilon=None, j0=1.0, threshold=1e-7,
-           statistical=False):
+           statistical=False, narrowed=False):
     ev = evaluator(jitter)
     if precision is not None:
         ev.loss_dtype = np.dtype(precision)
     from gradwatch.noise import why_unsure
 
-    return why_unsure(probes([1.0], [1.0], noise=noise, settled=settled), ev, epsilon, j0, 1.0, threshold, statistical)
+    return why_unsure(probes([1.0], [1.0], noise=noise, settled=settled), ev, epsilon, j0, 1.0, threshold, statistical,
+                      narrowed)
 
 
 def test_noise_from_a_float32_loss_says_return_float64():
@@ -418,6 +419,16 @@ def test_an_unsettled_probe_says_kink():
 
 def test_noise_otherwise_says_the_loss_round_off_swamps_the_gradient():
     assert "subtract the loss's constant part" in unsure(1e-3)
+
+
+def test_noise_at_a_step_kinks_made_shrink_blames_the_kinks_and_gives_the_bound_reached():
+    reason = unsure(1e-6, narrowed=True)
+    assert "kinks" in reason and "smaller batch" in reason and "subtract" not in reason
+    assert f"{relative_upper(1e-6, 1.0):.1e}" in reason
+
+
+def test_a_narrowed_step_without_noise_is_not_blamed():
+    assert "within the noise" in unsure(1e-12, narrowed=True)
 
 
 def test_quiet_settled_probes_say_the_gap_is_within_the_noise():

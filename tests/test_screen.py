@@ -176,3 +176,69 @@ def test_a_tensor_that_exactly_fills_the_working_memory_joins_the_group(monkeypa
     params, grads, _ = quadratic({"a": 90, "b": 70})
     # room: twice the 720 bytes of a = 1,440 = 9 bytes per entry × (90 + 70)
     assert [[s.name for s in g] for g in groups(build_slots(params, grads))] == [["a", "b"]]
+
+
+def test_a_kink_close_to_the_point_is_not_taken_for_a_real_gap():
+    # the kink at 0.07 of a unit step: the estimates creep at steps 1, ½, ¼ (their extrapolations agree
+    # to a quarter of the gap, as a real gap's would) but do not close in as truncation does
+    params, d, loss = kinked_quadratic(40, cross=0.07)
+    ctx, sc = screen_along(d, params, {"dw": params["w"].copy()}, loss)
+    assert (sc.coarse.step, sc.fine.step) == (1 / 16, 1 / 32)
+    assert screen.screen_bound(ctx, sc) < 2 * screen._extrapolated_roundoff(ctx, sc)
+
+
+def test_estimates_that_close_in_as_truncation_does_are_converging():
+    params, grads, loss = quadratic({"a": 5})
+    ctx, _ = context(loss, params, grads)
+
+    def m(step, numeric):
+        return Measurement(step, numeric, 1.0, 1.0)
+
+    assert screen._converging(ctx, m(1.0, 1.0), m(0.5, 1.25), m(0.25, 1.3125))  # changes ¼ then 1/16
+    assert not screen._converging(ctx, m(1.0, 1.0), m(0.5, 1.25), m(0.25, 1.5))  # the same change again: a kink
+    assert not screen._converging(ctx, m(1.0, 1.0), m(0.5, 1.25), m(0.25, 1.375 + 1e-9))  # just over half
+
+
+def kinks_everywhere(n, offset, seed=0):
+    """A quadratic plus ``|θᵢ − θ0ᵢ − δᵢ|`` in every entry, each kink ``offset`` from the point: every
+    direction crosses one at any step beyond ``offset``."""
+    rng = np.random.default_rng(seed)
+    theta0 = rng.standard_normal(n)
+    delta = offset * rng.choice([-1.0, 1.0], n)
+
+    def loss(p):
+        return float(0.5 * p["w"] @ p["w"] + 0.01 * np.sum(np.abs(p["w"] - theta0 - delta)))
+
+    return {"w": theta0.copy()}, {"dw": theta0 - 0.01 * np.sign(delta)}, loss
+
+
+def test_later_screens_start_at_the_step_the_first_one_settled_at(monkeypatch):
+    params, grads, loss = kinks_everywhere(30, 0.0)
+    ctx, slots = context(loss, params, grads)
+    step = screen.screen_steps(ctx, slots)["w"]
+    params, grads, loss = kinks_everywhere(30, 0.3 * step)  # crossed at steps 1 and ½, not at ¼
+    ctx, slots = context(loss, params, grads)
+    starts = []
+    original = screen.measure_screen
+
+    def recording(ctx, ws, group, probe, steps, start=1.0):
+        starts.append(start)
+        return original(ctx, ws, group, probe, steps, start)
+
+    monkeypatch.setattr(screen, "measure_screen", recording)
+    screens = screen_group(ctx, slots)
+    assert len(screens) >= 2
+    assert starts[0] == 1.0
+    assert screens[0].coarse.step < 1.0
+    assert starts[1] == screens[0].coarse.step
+
+
+def test_more_screens_do_not_help_where_round_off_at_the_next_step_keeps_a_tensor_uncleared():
+    params, grads, loss = quadratic({"a": 50})
+    ctx, slots = context(loss, params, grads, {"a": 1.0})
+    r = ctx.ev.roundoff(1.0, abs(ctx.j0))  # screens bound ‖e‖ by ~3r/start / step × 100 (two) or × 12 (four)
+    sc = Screen({"a": 1e9 * r}, 1.0, Measurement(1.0, 1.0, ctx.j0, ctx.j0),
+                Measurement(0.5, 1.0, ctx.j0, ctx.j0))
+    assert not screen.cleared(ctx, slots, [sc, sc])
+    assert screen.more_screens_help(ctx, slots, [sc, sc], start=1.0)
+    assert not screen.more_screens_help(ctx, slots, [sc, sc], start=1 / 1000)
