@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gradwatch.inputs import Workspace, build_slots
-from gradwatch.measure import Context, direction_stage, refine, step_for, useful
+from gradwatch.check import _context
+from gradwatch.measure import Context, coordinate_stage, direction_stage, refine, step_for, useful
 from gradwatch.noise import Settled
 from gradwatch.probes import Evaluator, Probe, coordinate, measure, random_direction
 from gradwatch.tolerances import TOLERANCES
@@ -46,6 +47,8 @@ def test_a_probe_that_shows_an_error_is_useful_whatever_its_noise():
 def test_a_probe_whose_noise_fits_the_share_of_a_threshold_sized_gap_is_useful():
     limit = TOLERANCES.useful_noise_share * 1e-7 * 2 * 3.0
     assert useful(settled(noise=limit * 0.99), 1e-7, 3.0)
+    assert useful(settled(noise=limit), 1e-7, 3.0)  # the share itself is still useful
+    assert useful(settled(gap=5 * limit, noise=limit * 0.99), 1e-7, 3.0)  # the noise counts, not the gap
     assert not useful(settled(noise=limit * 1.01), 1e-7, 3.0)
 
 
@@ -219,3 +222,176 @@ def test_probes_that_keep_their_first_step_are_not_narrowed():
     params, grads, loss = sin_model(n=200)
     ctx, (slot,) = context(loss, params, grads)
     assert not direction_stage(ctx, slot).narrowed
+
+
+# ------------------------------------------------------------------ what refining spends
+
+def frozen(params):
+    """The same parameters, read-only: the check then measures float64 working copies of them."""
+    out = {}
+    for k, v in params.items():
+        v = v.copy()
+        v.flags.writeable = False
+        out[k] = v
+    return out
+
+
+def limited_context(loss, params, grads, limit):
+    ctx, slots = context(loss, params, grads)
+    ctx.ev.limit = ctx.ev.count + limit
+    ctx.ev.repeats = TOLERANCES.repeats  # no same-point re-measure
+    return ctx, slots
+
+
+def test_refining_out_of_budget_after_the_first_measurement_reads_no_base_loss():
+    params, grads, loss = sin_model(error=0.5)
+    ctx, (slot,) = limited_context(loss, frozen(params), grads, 3)
+    probe = Probe.of([(coordinate(slot, 3), 1.0)])
+    with Workspace(ctx.params, [slot]) as ws:
+        assert ws.mapping is not ctx.params
+        first = measure(ctx.ev, ws, probe, 1e-4)
+        count = ctx.ev.count  # one evaluation left: too few for another step, and the base loss is not needed
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert ctx.ev.count == count and s.gap > 0.4 and not s.settled  # one step alone settles nothing
+
+
+def test_refining_never_reads_the_base_loss_past_the_budget():
+    params, grads, loss = sin_model(error=0.5)
+    ctx, (slot,) = limited_context(loss, frozen(params), grads, 4)  # the first step and one smaller step
+    probe = Probe.of([(coordinate(slot, 3), 1.0)])
+    with Workspace(ctx.params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-4)
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert ctx.ev.count == ctx.ev.limit and s.unexplained > 0.4
+
+
+def test_a_real_error_that_settles_pays_for_no_escape():
+    params, grads, loss = sin_model(error=0.5)
+    rec = Recording(loss, params["w"])
+    ctx, (slot,) = context(rec, params, grads)
+    probe = Probe.of([(coordinate(slot, 3), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-4)
+        calls = len(rec.moves)
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert s.settled and s.cause != "one-sided"
+    assert len(rec.moves) > calls  # it was refined ...
+    assert max(float(np.max(np.abs(m))) for m in rec.moves[calls:]) <= 1e-4 * (1 + 1e-9)  # ... never at 2h
+
+
+def test_the_escape_runs_on_the_last_two_evaluations_of_the_budget():
+    params, grads, loss = kinked_model()
+    probe_rng = 0
+    spent = []
+    for limit in (None, 0):
+        ctx, (slot,) = context(loss, params, grads)
+        ctx.ev.repeats = TOLERANCES.repeats
+        if limit is not None:
+            ctx.ev.limit = spent[0]  # exactly what the unlimited run spent
+        probe = Probe.of([(random_direction(slot, 0, slot.size, np.random.default_rng(probe_rng)), 1.0)])
+        with Workspace(params, [slot]) as ws:
+            first = measure(ctx.ev, ws, probe, 1e-5)
+            s = refine(ctx, ws, probe, first, 1e-7, float(np.linalg.norm(grads["dw"])))
+        assert s.cause == "one-sided"
+        spent.append(ctx.ev.count)
+    assert spent[0] == spent[1]
+
+
+# ------------------------------------------------------------------ how far fresh directions narrow the step
+
+def offset_for(ratio, ctx, slot):
+    """A constant added to the loss so that its round-off at the unshrunk step is ``ratio`` × the
+    round-off that :func:`choose_step` would grow the step to avoid."""
+    eps = np.finfo(np.float64).eps
+    base = float(np.cbrt(eps)) * slot.scale * slot.size ** -0.25
+    return ratio * base * ctx.thresholds[slot.name] * ctx.references[slot.name] / (
+        TOLERANCES.resolution * TOLERANCES.roundoff * eps)
+
+
+def narrowing(ratio):
+    params, grads, loss = two_kinks_model()
+    probe_ctx, (slot,) = context(loss, params, grads)
+    c = offset_for(ratio, probe_ctx, slot)
+    ctx, (slot,) = context(lambda p: c + loss(p), params, grads)
+    first = step_for(ctx, slot, slot.size, ctx.references["w"])
+    share = TOLERANCES.suspicious_share * 1e-7 * ctx.references["w"]
+    smaller_noise = ctx.ev.roundoff(first / TOLERANCES.refine_ratio, abs(ctx.j0)) / share  # in that share's units
+    return smaller_noise, direction_stage(ctx, slot)
+
+
+def test_the_step_narrows_while_the_smaller_steps_round_off_is_within_the_share_of_a_threshold_sized_gap():
+    noise, out = narrowing(0.75)  # an unshrunk step: round-off at a quarter of it is 1.5 shares
+    assert 1 < noise < 2
+    assert out.narrowed
+
+
+def test_the_step_does_not_narrow_where_round_off_would_swamp_a_threshold_sized_gap():
+    noise, out = narrowing(1.6 * TOLERANCES.max_step_growth)  # a step grown to its cap: 3.2 shares at a quarter
+    assert 2 < noise < 4
+    assert not out.narrowed
+
+
+# ------------------------------------------------------------------ coordinates
+
+def test_a_coordinates_step_is_sized_for_the_rms_entry_it_measures():
+    params, grads, loss = sin_model()
+    ctx, (slot,) = context(lambda p: 100.0 + loss(p), params, grads)  # round-off makes the step grow
+    out = coordinate_stage(ctx, slot, np.array([7]), "coordinates")
+    grown = step_for(ctx, slot, 1, abs(float(grads["dw"][7])))
+    assert out.step == grown and grown > step_for(ctx, slot, 1, 1e3)
+    ten = np.arange(10)
+    rms = float(np.linalg.norm(grads["dw"][ten])) / np.sqrt(10)
+    assert coordinate_stage(ctx, slot, ten, "coordinates").step == step_for(ctx, slot, 1, rms)
+
+
+def test_each_coordinates_bound_adds_its_round_off_to_its_gap():
+    params, grads, loss = sin_model()
+    ctx, (slot,) = context(loss, params, grads)
+    out = coordinate_stage(ctx, slot, np.arange(10), "coordinates")
+    assert out.probes.settled and np.all(out.probes.bound > out.probes.gap)
+
+
+def relu_coordinate_model(distance):
+    """sin over ``w`` plus 3·ReLU of ``w[2]`` moved by ``distance`` from its kink (0: on it)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(10)
+    c = float(w[2]) - distance
+
+    def loss(p):
+        return float(np.sum(np.sin(p["w"])) + 3.0 * max(float(p["w"][2]) - c, 0.0))
+
+    g = np.cos(w)
+    g[2] += 3.0 if distance >= 0 else 0.0
+    return {"w": w}, {"dw": g}, loss
+
+
+def test_a_coordinate_on_its_kink_is_counted_as_one():
+    params, grads, loss = relu_coordinate_model(0.0)
+    ctx, (slot,) = context(loss, params, grads)
+    out = coordinate_stage(ctx, slot, np.arange(10), "coordinates")
+    assert out.kinks == 1
+
+
+@pytest.mark.parametrize("left, rechecked", [(4, True), (3, False)])
+def test_a_coordinate_is_rechecked_only_when_the_budget_holds_a_step_and_a_smaller_one(left, rechecked):
+    params, grads, loss = relu_coordinate_model(-1e-6)  # the kink lies within the coordinate step
+    ctx, (slot,) = context(loss, params, grads)
+    ctx.ev.limit = ctx.ev.count + 2 * 10 + left
+    out = coordinate_stage(ctx, slot, np.arange(10), "coordinates")
+    assert (ctx.ev.count > ctx.ev.limit - left) is rechecked
+    assert out.checked == 10
+
+
+# ------------------------------------------------------------------ the zero-gradient floor
+
+def test_a_zero_gradient_measured_as_zero_keeps_the_floor_as_its_reference():
+    rng = np.random.default_rng(4)
+    params = {"w": rng.standard_normal(30), "z": rng.standard_normal(200)}
+    grads = {"dw": np.cos(params["w"]), "dz": np.zeros(200)}
+    loss = lambda p: float(np.sum(np.sin(p["w"])))  # noqa: E731 - "z" plays no part
+    slots = build_slots(params, grads)
+    ev = Evaluator(loss, None, 0, None)
+    ctx = _context(ev, params, slots, ev.base(params, "start"), None, None, 0)
+    assert ctx.floored("z")
+    out = direction_stage(ctx, slots[1])
+    assert out.reference == ctx.references["z"] > 0
