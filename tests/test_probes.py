@@ -304,11 +304,11 @@ def test_a_loss_returned_as_an_integer_has_a_resolution_of_one():
 
 def test_a_direction_over_part_of_a_tensor_fills_its_own_entries():
     rng = np.random.default_rng(5)
-    codes = np.frombuffer(rng.bytes(50), dtype=np.int8)
+    codes = np.frombuffer(rng.bytes(50), dtype=np.int8) | 1
     d = Direction(slot_of(np.zeros(100)), 30, 80, codes)
     out = np.empty(10)
     d.fill(out, 40, 50, 0.5)  # entries 40…49 are codes 10…19
-    expected = (2.0 * codes[10:20].astype(np.float64) + 1.0) * 0.5 * DIRECTION_SCALE
+    expected = codes[10:20].astype(np.float64) * 0.5 * DIRECTION_SCALE
     assert np.allclose(out, expected, rtol=1e-15, atol=0)
     assert np.allclose(d.values(40, 50), expected / 0.5, rtol=1e-15, atol=0)
     normal = rng.standard_normal(50)
@@ -317,12 +317,24 @@ def test_a_direction_over_part_of_a_tensor_fills_its_own_entries():
 
 
 def test_odd_byte_directions_have_exactly_unit_mean_square_over_all_codes():
-    codes = np.arange(-128, 128, dtype=np.int8)
+    codes = np.arange(-128, 128, dtype=np.int8) | 1  # every byte, its lowest bit set: each odd code twice
     d = Direction(slot_of(np.zeros(256)), 0, 256, codes)
     v = d.values(0, 256)
-    assert v[0] == pytest.approx(-255 * DIRECTION_SCALE) and v[-1] == pytest.approx(255 * DIRECTION_SCALE)
+    assert v[0] == pytest.approx(-127 * DIRECTION_SCALE) and v[-1] == pytest.approx(127 * DIRECTION_SCALE)
     assert np.all(np.round(np.abs(v / DIRECTION_SCALE)) % 2 == 1)
     assert float(np.mean(v * v)) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_byte_directions_draw_every_odd_code_and_nothing_else():
+    size = GAUSSIAN_MAX_ENTRIES * 4
+    d = random_direction(slot_of(np.zeros(size)), 0, size, np.random.default_rng(0))
+    assert d.codes is not None and d.codes.dtype == np.int8
+    counts = np.bincount(d.codes.astype(np.int64) + 128, minlength=256)
+    assert np.all(counts[1::2] > 0) and np.all(counts[0::2] == 0)  # -127, -125, … 127 and only those
+    assert abs(float(np.mean(d.codes))) < 0.5  # centred (sd of the mean here ~0.14)
+    fill = np.empty(size)
+    d.fill(fill, 0, size, 1.0)
+    assert float(np.mean(fill * fill)) == pytest.approx(1.0, rel=0.01)
 
 
 @pytest.mark.parametrize("size,gaussian", [(GAUSSIAN_MAX_ENTRIES, True), (GAUSSIAN_MAX_ENTRIES + 1, False)])
