@@ -209,7 +209,7 @@ def direction_stage(ctx: Context, slot: Slot) -> Outcome:
     kept: List[Settled] = []
     dropped: List[Settled] = []
     with Workspace(ctx.params, [slot]) as ws:
-        while len(kept) + len(dropped) < TOLERANCES.probes_max:
+        while len(kept) < TOLERANCES.probes_max and len(dropped) < TOLERANCES.probes_max:
             probe = Probe.of([(random_direction(slot, 0, slot.size, ctx.rng), 1.0)])
             first = measure(ev, ws, probe, step)
             if first is None:

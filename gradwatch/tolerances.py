@@ -51,7 +51,7 @@ class Tolerances:
     #: entry instead of its own (round-off) size.
     zero_roundoff: float = 1e3
     zero_gradient_floor: float = 1e-2
-    #: Direction probes per tensor: first batch and most.
+    #: Direction probes per tensor: first batch, and most (useful ones; as many again may be replaced).
     probes_first: int = 2
     probes_max: int = 8
     #: Joint screens over all tensors: first batch and most.

@@ -193,6 +193,14 @@ def test_probes_that_noise_swamps_are_replaced_at_most_up_to_the_probe_limit():
     assert out.dropped == TOLERANCES.probes_max and not out.probes.settled
 
 
+def test_a_tensor_whose_useful_probes_never_settle_the_verdict_stops_at_the_probe_limit():
+    # a scale error of 1e-7: half the threshold in formula (2), too close to it for any number of probes
+    params, grads, loss = sin_model(n=200)
+    ctx, (slot,) = context(loss, params, {"dw": grads["dw"] * (1 + 1e-7)})
+    out = direction_stage(ctx, slot)
+    assert out.probes.analytic.size == TOLERANCES.probes_max and out.dropped == 0
+
+
 def two_kinks_model(z0=2e-7, n=40, seed=2):
     """Two ReLUs, one just above its kink and one just below, along unrelated directions."""
     rng = np.random.default_rng(seed)
