@@ -131,8 +131,20 @@ def _judge_all(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome]
     for s in slots:
         if s.name in outcomes:
             o = outcomes[s.name]
-            out[s.name] = judge(o.probes, ctx.thresholds[s.name], o.reference, o.statistical, s.grad_finite)
+            out[s.name] = _covering(judge(o.probes, ctx.thresholds[s.name], o.reference, o.statistical, s.grad_finite),
+                                    o, s)
     return out
+
+
+def _covering(judgement: Judgement, outcome: Outcome, slot: Slot) -> Judgement:
+    """A sample of a tensor's coordinates (``sample=k``) can show an error but never clear the entries it
+    left out: agreement on the sample alone is inconclusive."""
+    if judgement.verdict != "right" or outcome.method != "sampled" or outcome.checked >= slot.size:
+        return judgement
+    return dataclasses.replace(judgement, verdict="inconclusive", reason=(
+        f"only {outcome.checked} of its {slot.size} entries were checked (sample={outcome.checked}) and they agree; "
+        "the others could hide an error: leave sample at \"auto\" (the default) for a verdict on every entry, "
+        "or pass sample=\"all\""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +199,8 @@ def check_gradients(
     """Compare the analytic gradients ``grads`` with central differences of ``loss_fn`` at ``params``.
 
     ``sample="all"`` checks every component (the documents' loop); an int ``k`` checks ``k``
-    components of each tensor drawn with ``seed``; ``"auto"`` (the default) screens all tensors at
+    components of each tensor drawn with ``seed`` (a tensor it covers only in part can be wrong or
+    inconclusive, never right); ``"auto"`` (the default) screens all tensors at
     once along random directions, probes the tensors the screens did not clear, and bisects a wrong
     one to its worst entry, within ``max(400, 20 × tensors)`` loss evaluations (the full loop for
     models of up to 100 entries). Each tensor is right, wrong or inconclusive (see the README).
@@ -283,8 +296,8 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], j
             per_param[s.name] = _screened(s, ctx, screens[s.name])
             continue
         o, j = outcomes[s.name], judgements[s.name]
-        reason = why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name], o.statistical,
-                            o.narrowed)
+        reason = j.reason or why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name],
+                                        o.statistical, o.narrowed)
         loc = located.get(s.name)
         per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)
     for s in slots:

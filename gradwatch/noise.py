@@ -294,7 +294,7 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
         return (f"kinks (ReLU, max or abs switching) lie so close to the point that the step had to shrink until the "
                 f"loss's round-off (|J| = {abs(j0):.3g}) hides errors of the threshold's size (the noise alone bounds "
                 f"the difference at {upper_noise:.1e}): check on a smaller batch (fewer units near a kink) or with "
-                "smooth activations, pass a threshold above that bound, or sample=N to check N entries of each tensor")
+                "smooth activations, or pass a threshold above that bound")
     if noisy:
         return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make to a gradient "
                 f"this small (|g| = {reference:.2e}): subtract the loss's constant part, or scale the loss up")

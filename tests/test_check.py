@@ -1088,3 +1088,37 @@ def test_an_entry_just_off_its_kink_is_not_excused_by_a_gradient_between_the_slo
     for sample in ("auto", "all"):
         result = check_gradients(loss, params, {"dx": np.array([0.5]), "dw": 2 * params["w"]}, sample=sample, seed=0)
         assert result.per_param["x"].verdict != "right"
+
+
+# ------------------------------------------------------------------ sample=k: a spot check
+
+
+def _sin_layer(seed=0, shape=(40, 50)):
+    rng = np.random.default_rng(seed)
+    W, A = rng.standard_normal(shape), rng.standard_normal(shape)
+    return {"W": W}, (lambda q: float(np.sum(np.sin(q["W"]) * A))), np.cos(W) * A
+
+
+def test_a_sample_that_leaves_out_a_wrong_column_is_never_called_right():
+    params, loss, g = _sin_layer()
+    g[:, 7] = 0.0  # a whole column's gradient missing: 40 of 2,000 entries
+    result = check_gradients(loss, params, {"W": g}, sample=20, seed=0)
+    pc = result.per_param["W"]
+    assert not result.passed and pc.verdict in ("wrong", "inconclusive")
+    if pc.verdict == "inconclusive":
+        assert "only 20 of its 2000 entries" in pc.note and 'sample at "auto"' in pc.note
+
+
+def test_agreement_on_part_of_a_tensor_is_inconclusive_and_on_all_of_it_right():
+    params, loss, g = _sin_layer(shape=(3, 4))
+    part = check_gradients(loss, params, {"W": g}, sample=11, seed=0)
+    assert part.verdict == "inconclusive" and part.per_param["W"].checked == 11
+    assert "only 11 of its 12 entries" in part.per_param["W"].note
+    whole = check_gradients(loss, params, {"W": g}, sample=12, seed=0)
+    assert whole.passed and whole.per_param["W"].verdict == "right" and whole.per_param["W"].note == ""
+
+
+def test_a_sample_that_meets_an_error_calls_the_tensor_wrong():
+    params, loss, g = _sin_layer()
+    result = check_gradients(loss, params, {"W": g * 1.01}, sample=5, seed=0)
+    assert result.per_param["W"].verdict == "wrong" and result.failed == ("W",)
