@@ -339,43 +339,70 @@ class Workspace:
 
 class Guard:
     """What ``params`` held before a check, to tell whether ``loss_fn`` changed it (it must not) and to
-    put it back. Arrays are copied up to ``copy_limit`` bytes in all (256 KiB: small models); above that
-    only checksums are kept, so that the check's memory stays within its budget: a change is then
-    named but cannot be undone. Replaced arrays are always put back."""
+    put it back. Arrays are copied up to ``copy_limit`` bytes in all (256 KiB: small models), and then
+    compared byte for byte; above that only checksums are kept, so that the check's memory stays within
+    its budget: a change is then named but cannot be undone (and a checksum is blind to a reordering of
+    the same bytes). Replaced arrays are always put back, and keys a mapping lost or gained restored."""
 
     def __init__(self, params: Params, copy_limit: int = 256 << 10):
         pairs = named_tensors(params)
         keys: List[Any] = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
         total = sum(int(a.nbytes) for _, a in pairs if isinstance(a, np.ndarray))
         self.params = params
+        self.keys = list(keys)
         self.entries: List[Tuple[str, Any, Any, Optional[np.ndarray], Tuple[int, int]]] = [
             (name, key, array, array.copy() if total <= copy_limit else None, _checksum(array))
             for (name, array), key in zip(pairs, keys)
             if isinstance(array, np.ndarray)
         ]
 
+    def _holds(self, key: Any, array: np.ndarray) -> bool:
+        if isinstance(self.params, Mapping):
+            return key in self.params and self.params[key] is array
+        return key < len(self.params) and self.params[key] is array
+
+    def _added(self) -> List[Any]:
+        if not isinstance(self.params, Mapping):
+            return []
+        known = set(self.keys)
+        return [k for k in self.params if k not in known]
+
     def changed(self) -> List[str]:
-        """Names of the parameters that are no longer the same array, or no longer hold the same bytes."""
+        """Names of the parameters that are no longer the same array, or no longer hold the same bytes,
+        and of keys the mapping gained."""
         out = []
-        for name, key, array, _, checksum in self.entries:
-            if self.params[key] is not array or _checksum(array) != checksum:
+        for name, key, array, copy, checksum in self.entries:
+            if not self._holds(key, array) or not _same(array, copy, checksum):
                 out.append(name)
-        return out
+        return out + [str(k) for k in self._added()]
 
     def restore(self) -> bool:
         """Put every parameter back (the same objects, the same bytes); whether that was possible."""
         complete = True
+        for k in self._added():
+            if isinstance(self.params, MutableMapping):
+                del self.params[k]
         for _, key, array, copy, checksum in self.entries:
-            if self.params[key] is not array and isinstance(self.params, MutableMapping):
+            if not self._holds(key, array) and isinstance(self.params, (MutableMapping, list)):
+                if isinstance(self.params, list) and key >= len(self.params):
+                    complete = False
+                    continue
                 self.params[key] = array
-            elif self.params[key] is not array and isinstance(self.params, list):
-                self.params[key] = array
-            if _checksum(array) != checksum:
+            if not _same(array, copy, checksum):
                 if copy is not None and array.flags.writeable:
                     np.copyto(array, copy)
                 else:
                     complete = False
         return complete and not self.changed()
+
+
+def _same(array: np.ndarray, copy: Optional[np.ndarray], checksum: Tuple[int, int]) -> bool:
+    """Whether ``array`` holds what it held: byte for byte against a copy, else by checksum."""
+    if copy is None:
+        return _checksum(array) == checksum
+    if array.shape != copy.shape or array.dtype != copy.dtype:
+        return False
+    return bool(np.array_equal(np.ascontiguousarray(array).reshape(-1).view(np.uint8), copy.reshape(-1).view(np.uint8)))
 
 
 def _checksum(array: np.ndarray) -> Tuple[int, int]:

@@ -716,6 +716,55 @@ def test_a_loss_that_rebinds_a_parameter_is_named_and_the_array_put_back():
     assert params["W"] is w and np.all(w == 1.0)
 
 
+def test_a_loss_that_reorders_its_parameters_is_named_and_they_are_restored():
+    # sorting keeps every byte, only their places change: a small model is compared byte for byte
+    w = np.random.default_rng(0).standard_normal((3, 3))
+    before = w.copy()
+
+    def loss(p):
+        p["W"].reshape(-1).sort()
+        return float(np.sum(np.sin(p["W"])))
+
+    with pytest.raises(GradWatchError, match="loss_fn changed params 'W'.*restored"):
+        check_gradients(loss, {"W": w}, {"dW": np.cos(w)}, seed=0)
+    assert np.array_equal(w, before)
+
+
+def test_a_loss_that_adds_a_key_is_named_and_the_key_removed():
+    w = np.ones(3)
+    params = {"W": w}
+
+    def loss(p):
+        p["extra"] = 0
+        return float(np.sum(p["W"] ** 2))
+
+    with pytest.raises(GradWatchError, match="changed params 'extra'"):
+        check_gradients(loss, params, {"dW": 2 * w}, seed=0)
+    assert list(params) == ["W"] and params["W"] is w
+
+
+def test_a_loss_that_removes_a_key_gets_it_back_whatever_it_raises():
+    w = np.ones(3)
+    params = {"W": w}
+    with pytest.raises(KeyError):
+        check_gradients(lambda p: float(np.sum(p.pop("W"))), params, {"dW": np.ones(3)}, seed=0)
+    assert list(params) == ["W"] and params["W"] is w and np.all(w == 1.0)
+
+
+@pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="exception notes need Python 3.11")
+def test_a_large_parameter_a_raising_loss_changed_is_named_in_a_note_on_its_error():
+    w = np.zeros((300, 300))  # 720 KB: above the copy limit, so it cannot be put back
+
+    def loss(p):
+        p["W"][0, 0] = 99.0
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom") as info:
+        check_gradients(loss, {"W": w}, {"dW": np.zeros((300, 300))}, seed=0)
+    notes = getattr(info.value, "__notes__", [])
+    assert any("changed params 'W'" in n and "stay changed" in n for n in notes)
+
+
 def test_an_integer_loss_is_inconclusive_not_wrong():
     w = np.random.default_rng(0).standard_normal((3, 4)) * 10
     result = check_gradients(lambda p: int(np.sum(p["W"] ** 2)), {"W": w}, {"dW": 2 * w}, seed=0)
