@@ -144,6 +144,27 @@ def case_jitter(seeds):
     return c
 
 
+def case_sample_leaves_a_column(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        W, A = rng.standard_normal((400, 500)), rng.standard_normal((400, 500))
+        g = np.cos(W) * A
+        g[:, seed % 500] = 0.0  # one column's gradient missing: 400 of 200,000 entries
+        c[run(lambda: outcome(check_gradients(lambda q: float(np.sum(np.sin(q["W"]) * A)), {"W": W}, {"W": g},
+                                              sample=20, seed=seed)))] += 1
+    return c
+
+
+def case_large_sum(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        b = np.random.default_rng(seed).standard_normal(200_000)
+        c[run(lambda: outcome(check_gradients(lambda q: float(np.sum(q["b"] ** 2)), {"b": b}, {"b": 2 * b},
+                                              seed=seed)))] += 1
+    return c
+
+
 def case_dropout(seeds):
     c = Counter()
     for seed in range(seeds):
@@ -228,6 +249,8 @@ CASES = [
     ("loss returned as np.float32, right gradient", case_float32_loss, 10, "not wrong"),
     ("1e-15 jitter on a loss of 1e-3, right gradient", case_jitter, 10, "not refused, not wrong"),
     ("dropout keep_prob 0.9 on a 5-unit layer (one unit live at least)", case_dropout, 100, "refused"),
+    ("sample=20 on a 400x500 tensor whose gradient misses a column", case_sample_leaves_a_column, 10, "not right"),
+    ("np.sum(b**2) over 2e5 entries (|J| = 2e5, |g| = 900), right gradient", case_large_sum, 10, "not wrong"),
     ("parameters W and dW, gradients by bare names, right", case_w_and_dw, 1, "right"),
     ("gradients under both dW and W with different arrays", case_both_keys, 1, "an error naming the keys"),
     ("tied weights {enc: W, dec: W} (float64 and float32)", case_tied, 1, "an error naming both"),
