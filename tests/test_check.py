@@ -765,6 +765,18 @@ def test_a_large_parameter_a_raising_loss_changed_is_named_in_a_note_on_its_erro
     assert any("changed params 'W'" in n and "stay changed" in n for n in notes)
 
 
+def test_a_raising_loss_whose_changes_were_undone_gets_no_note():
+    w = np.zeros((3, 3))  # small: copied, so what the loss changed is put back
+
+    def loss(p):
+        p["W"][0, 0] = 99.0
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom") as info:
+        check_gradients(loss, {"W": w}, {"dW": np.zeros((3, 3))}, seed=0)
+    assert not getattr(info.value, "__notes__", []) and np.all(w == 0.0)
+
+
 def test_an_integer_loss_is_inconclusive_not_wrong():
     w = np.random.default_rng(0).standard_normal((3, 4)) * 10
     result = check_gradients(lambda p: int(np.sum(p["W"] ** 2)), {"W": w}, {"dW": 2 * w}, seed=0)
