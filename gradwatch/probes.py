@@ -265,11 +265,9 @@ def choose_step(slot: Slot, entries: int, epsilon: Optional[float], precision: f
     With ``epsilon`` given it is used as given (divided by entries^¼ along a direction over many
     entries, as every direction probe is). Otherwise: ∛(loss precision) × max(1, RMS of the tensor),
     which balances truncation (∝ step²) against round-off (∝ 1/step), divided by entries^¼ so that
-    a wide direction moves fewer units across a kink; grown when the loss's noise (``loss_noise``:
-    round-off and jitter of one difference of losses) would otherwise swamp a threshold-sized gap of a
-    gradient of size ``reference``: at most ``max_step_growth``×, or up to ``max_step`` × the tensor's
-    scale (× entries^-¼) where that is larger (a float64 loss that sums many entries is far larger
-    than its gradient; truncation at such a step is caught by the re-measurement at smaller ones).
+    a wide direction moves fewer units across a kink; grown (at most ``max_step_growth``×) when the
+    loss's noise (``loss_noise``: round-off and jitter of one difference of losses) would otherwise
+    swamp a threshold-sized gap of a gradient of size ``reference``.
     """
     shrink = float(entries) ** -0.25
     if epsilon is not None:
@@ -277,6 +275,5 @@ def choose_step(slot: Slot, entries: int, epsilon: Optional[float], precision: f
     step: float = float(np.cbrt(precision)) * slot.scale * shrink
     if reference > 0 and loss_noise > 0:
         needed: float = TOLERANCES.resolution * loss_noise / (threshold * reference)
-        ceiling = max(step * TOLERANCES.max_step_growth, TOLERANCES.max_step * slot.scale * shrink)
-        step = float(min(max(step, needed), ceiling))
+        step = float(min(max(step, needed), step * TOLERANCES.max_step_growth))
     return step

@@ -44,9 +44,6 @@ class Tolerances:
     agreement_share: float = 0.25
     #: The step may grow up to this factor when the loss's round-off would swamp the threshold.
     max_step_growth: float = 16.0
-    #: ... or, for a float64 loss whose size dwarfs its gradient (a sum over many entries), up to this
-    #: step per unit of the tensor's scale (before the entries^-¼ of a direction).
-    max_step: float = 1e-2
     #: A step is large enough when round-off is below ``1 / resolution`` of a threshold-sized gap.
     resolution: float = 20.0
     #: A gradient whose entries are below ``zero_roundoff`` × its dtype's epsilon × the model's RMS

@@ -1183,14 +1183,3 @@ def test_a_sample_that_meets_an_error_calls_the_tensor_wrong():
     params, loss, g = _sin_layer()
     result = check_gradients(loss, params, {"W": g * 1.01}, sample=5, seed=0)
     assert result.per_param["W"].verdict == "wrong" and result.failed == ("W",)
-
-
-# ------------------------------------------------------------------ a loss far larger than its gradient
-
-
-@pytest.mark.parametrize("scale, verdict", [(1.0, "passed"), (1 + 1e-6, "failed")])
-def test_a_sum_of_squares_over_many_entries_is_judged_despite_its_round_off(scale, verdict):
-    # |J| = 2e5 against |g| = 900: at the plain step round-off swamps a threshold-sized gap, so the step grows
-    b = np.random.default_rng(14).standard_normal(200_000)
-    result = check_gradients(lambda q: float(np.sum(q["b"] ** 2)), {"b": b}, {"b": 2 * b * scale}, seed=0)
-    assert result.verdict == verdict

@@ -307,16 +307,12 @@ def test_the_escape_runs_on_the_last_two_evaluations_of_the_budget():
 
 # ------------------------------------------------------------------ how far fresh directions narrow the step
 
-def unshrunk_step(slot):
-    eps = np.finfo(np.float64).eps
-    return float(np.cbrt(eps)) * slot.scale * slot.size ** -0.25
-
-
 def offset_for(ratio, ctx, slot):
-    """A constant added to the loss so that the step :func:`choose_step` would grow to, to keep round-off
-    at ``1 / resolution`` of a threshold-sized gap, is ``ratio`` × the unshrunk step."""
+    """A constant added to the loss so that its round-off at the unshrunk step is ``ratio`` × the
+    round-off that :func:`choose_step` would grow the step to avoid."""
     eps = np.finfo(np.float64).eps
-    return ratio * unshrunk_step(slot) * ctx.thresholds[slot.name] * ctx.references[slot.name] / (
+    base = float(np.cbrt(eps)) * slot.scale * slot.size ** -0.25
+    return ratio * base * ctx.thresholds[slot.name] * ctx.references[slot.name] / (
         TOLERANCES.resolution * TOLERANCES.roundoff * eps)
 
 
@@ -338,11 +334,7 @@ def test_the_step_narrows_while_the_smaller_steps_round_off_is_within_the_share_
 
 
 def test_the_step_does_not_narrow_where_round_off_would_swamp_a_threshold_sized_gap():
-    params, _, _ = two_kinks_model()
-    slot = build_slots(params, {"dw": np.zeros_like(params["w"])})[0]
-    shrink = slot.size ** -0.25
-    ceiling = max(TOLERANCES.max_step_growth, TOLERANCES.max_step * slot.scale * shrink / unshrunk_step(slot))
-    noise, out = narrowing(1.6 * ceiling)  # a step grown to its ceiling: 3.2 shares at a quarter of it
+    noise, out = narrowing(1.6 * TOLERANCES.max_step_growth)  # a step grown to its cap: 3.2 shares at a quarter
     assert 2 < noise < 4
     assert not out.narrowed
 
