@@ -1183,3 +1183,25 @@ def test_a_sample_that_meets_an_error_calls_the_tensor_wrong():
     params, loss, g = _sin_layer()
     result = check_gradients(loss, params, {"W": g * 1.01}, sample=5, seed=0)
     assert result.per_param["W"].verdict == "wrong" and result.failed == ("W",)
+
+
+# ------------------------------------------------------------------ truncation proportional to the gradient
+
+
+@pytest.mark.parametrize("scale", [3e-7, 5e-7])
+def test_a_scale_error_the_truncation_of_exp_could_mimic_is_never_called_right(scale):
+    # along each coordinate of sum(exp(b)) truncation is step²/6 x the gradient: a step grown too far
+    # would make it cancel a scale error of the same size (found by a hostile trial of a wider step ceiling)
+    b = 0.5 * np.random.default_rng(0).standard_normal(10_000)
+    result = check_gradients(lambda q: float(np.sum(np.exp(q["b"]))), {"b": b}, {"db": (1 + scale) * np.exp(b)},
+                             sample="all", seed=0)
+    assert not result.passed
+
+
+@pytest.mark.parametrize("offset", [7.8e3, 1e4, 1.2e4, 1.787e4])
+def test_a_scale_error_under_a_large_constant_loss_is_never_called_right(offset):
+    b = 0.5 * np.random.default_rng(0).standard_normal(50)
+    for scale in (3e-7, 1e-6):
+        result = check_gradients(lambda q: offset + float(np.sum(np.exp(q["b"]))), {"b": b},
+                                 {"db": (1 + scale) * np.exp(b)}, seed=0)
+        assert not result.passed
