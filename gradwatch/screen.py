@@ -8,10 +8,12 @@ import math
 from dataclasses import dataclass
 from typing import AbstractSet, Dict, List, Optional, Sequence, Set
 
+import numpy as np
+
 from .inputs import Slot, Workspace
 from .measure import Context, step_for
 from .noise import direction_upper
-from .probes import Measurement, Probe, measure, measure_steps, random_direction
+from .probes import Direction, Measurement, Probe, measure, measure_steps, random_direction
 from .tolerances import TOLERANCES
 
 @dataclass(frozen=True)
@@ -135,6 +137,15 @@ def cleared(ctx: Context, group: Sequence[Slot], screens: Sequence[Screen]) -> S
     return out
 
 
+def _part(slot: Slot, rng: np.random.Generator) -> Direction:
+    """A tensor's part of a screen's direction: random in every entry. A lone entry gets a normal coefficient,
+    not the coordinate's fixed +1: with +1 in every screen, two one-entry tensors' errors of opposite signs
+    would cancel in all of them."""
+    if slot.size == 1:
+        return Direction(slot, 0, 1, rng.standard_normal(1))
+    return random_direction(slot, 0, slot.size, rng)
+
+
 def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
     """Joint screens over ``group`` until every tensor is cleared, or more screens cannot clear them."""
     steps = screen_steps(ctx, group)
@@ -143,7 +154,7 @@ def screen_group(ctx: Context, group: Sequence[Slot]) -> List[Screen]:
     start = 1.0  # a kink within the first screens' steps is as close along the next directions: start there
     with Workspace(ctx.params, group) as ws:
         for _ in range(TOLERANCES.screens_max):
-            probe = Probe.of([(random_direction(s, 0, s.size, ctx.rng), steps[s.name]) for s in group])
+            probe = Probe.of([(_part(s, ctx.rng), steps[s.name]) for s in group])
             sc = measure_screen(ctx, ws, group, probe, steps, start)
             if sc is None:
                 break

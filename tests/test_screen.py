@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gradwatch.screen as screen
+from gradwatch import check_gradients
 from gradwatch.inputs import Workspace, build_slots
 from gradwatch.measure import Context, step_for
 from gradwatch.probes import Direction, Evaluator, Measurement, Probe
@@ -242,3 +243,14 @@ def test_more_screens_do_not_help_where_round_off_at_the_next_step_keeps_a_tenso
     assert not screen.cleared(ctx, slots, [sc, sc])
     assert screen.more_screens_help(ctx, slots, [sc, sc], start=1.0)
     assert not screen.more_screens_help(ctx, slots, [sc, sc], start=1 / 1000)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_entry_tensors_whose_errors_would_cancel_under_a_fixed_sign_are_not_cleared(seed):
+    # both scalar gradients have the wrong sign; with +1 for each in every screen their errors cancelled
+    rng = np.random.default_rng(0)
+    W, a, c = rng.standard_normal(200), np.array(0.7), np.array(-0.4)
+    loss = lambda q: float(np.sum(np.tanh(q["W"])) + q["a"] ** 2 + q["c"] ** 2)  # noqa: E731
+    grads = {"dW": 1 - np.tanh(W) ** 2, "da": -2 * a, "dc": -2 * c}
+    result = check_gradients(loss, {"W": W, "a": a, "c": c}, grads, seed=seed)
+    assert not result.passed and set(result.failed) <= {"a", "c"}
