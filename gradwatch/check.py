@@ -229,9 +229,12 @@ def check_gradients(
             _refuse_if_changed(guard)  # a loss that changes its parameters also gives new values
             raise
         except BaseException as exc:
-            if not guard.restore() and hasattr(exc, "add_note"):  # Python 3.11+
-                exc.add_note(f"gradwatch: loss_fn changed params {', '.join(repr(n) for n in guard.changed())} "
-                             "before it raised, and they are too large to have been copied: they stay changed")
+            changed = guard.changed()
+            restored = guard.restore()
+            if changed and hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(f"gradwatch: loss_fn changed params {', '.join(repr(n) for n in changed)} during the check"
+                             + (": they were put back" if restored else
+                                ", and they are too large to have been copied: they stay changed"))
             raise
         _refuse_if_changed(guard)
         return result

@@ -10,6 +10,7 @@ of the mapping. The user's arrays are never replaced.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
 
@@ -337,12 +338,17 @@ class Workspace:
         self.close()
 
 
+Fingerprint = Tuple[int, int, Tuple[int, ...], str]
+
+
 class Guard:
     """What ``params`` held before a check, to tell whether ``loss_fn`` changed it (it must not) and to
     put it back. Arrays are copied up to ``copy_limit`` bytes in all (256 KiB: small models), and then
-    compared byte for byte; above that only checksums are kept, so that the check's memory stays within
-    its budget: a change is then named but cannot be undone (and a checksum is blind to a reordering of
-    the same bytes). Replaced arrays are always put back, and keys a mapping lost or gained restored."""
+    compared byte for byte; above that only fingerprints are kept (shape, dtype and a checksum of the
+    bytes), so that the check's memory stays within its budget: a change is then named but cannot be
+    undone, and the checksum is blind to some changes (a reordering of the same bytes, the signs of a pair
+    of entries). Replaced arrays, a list's elements, and keys a mapping lost or gained are always put
+    right, and so is an array's shape or dtype changed in place where NumPy allows it."""
 
     def __init__(self, params: Params, copy_limit: int = 256 << 10):
         pairs = named_tensors(params)
@@ -350,8 +356,9 @@ class Guard:
         total = sum(int(a.nbytes) for _, a in pairs if isinstance(a, np.ndarray))
         self.params = params
         self.keys = list(keys)
-        self.entries: List[Tuple[str, Any, Any, Optional[np.ndarray], Tuple[int, int]]] = [
-            (name, key, array, array.copy() if total <= copy_limit else None, _checksum(array))
+        self.items: List[Any] = list(params) if isinstance(params, list) else []
+        self.entries: List[Tuple[str, Any, Any, Optional[np.ndarray], Fingerprint]] = [
+            (name, key, array, array.copy() if total <= copy_limit else None, _fingerprint(array))
             for (name, array), key in zip(pairs, keys)
             if isinstance(array, np.ndarray)
         ]
@@ -359,58 +366,74 @@ class Guard:
     def _holds(self, key: Any, array: np.ndarray) -> bool:
         if isinstance(self.params, Mapping):
             return key in self.params and self.params[key] is array
-        return key < len(self.params) and self.params[key] is array
+        return bool(key < len(self.params) and self.params[key] is array)
 
-    def _added(self) -> List[Any]:
-        if not isinstance(self.params, Mapping):
-            return []
-        known = set(self.keys)
-        return [k for k in self.params if k not in known]
+    def _added(self) -> List[str]:
+        if isinstance(self.params, Mapping):
+            known = set(self.keys)
+            return [str(k) for k in self.params if k not in known]
+        return [str(i) for i in range(len(self.keys), len(self.params))]
 
     def changed(self) -> List[str]:
         """Names of the parameters that are no longer the same array, or no longer hold the same bytes,
-        and of keys the mapping gained."""
+        shape or dtype, and of keys (or list positions) that were added."""
         out = []
-        for name, key, array, copy, checksum in self.entries:
-            if not self._holds(key, array) or not _same(array, copy, checksum):
+        for name, key, array, copy, fingerprint in self.entries:
+            if not self._holds(key, array) or not _same(array, copy, fingerprint):
                 out.append(name)
-        return out + [str(k) for k in self._added()]
+        return out + self._added()
 
     def restore(self) -> bool:
         """Put every parameter back (the same objects, the same bytes); whether that was possible."""
         complete = True
-        for k in self._added():
-            if isinstance(self.params, MutableMapping):
+        if isinstance(self.params, list):
+            self.params[:] = self.items
+        elif isinstance(self.params, MutableMapping):
+            for k in [k for k in self.params if k not in set(self.keys)]:
                 del self.params[k]
-        for _, key, array, copy, checksum in self.entries:
-            if not self._holds(key, array) and isinstance(self.params, (MutableMapping, list)):
-                if isinstance(self.params, list) and key >= len(self.params):
-                    complete = False
-                    continue
+        for _, key, array, copy, fingerprint in self.entries:
+            if not self._holds(key, array) and isinstance(self.params, MutableMapping):
                 self.params[key] = array
-            if not _same(array, copy, checksum):
-                if copy is not None and array.flags.writeable:
-                    np.copyto(array, copy)
-                else:
-                    complete = False
+            if not _same(array, copy, fingerprint):
+                complete = _put_back(array, copy, fingerprint) and complete
         return complete and not self.changed()
 
 
-def _same(array: np.ndarray, copy: Optional[np.ndarray], checksum: Tuple[int, int]) -> bool:
-    """Whether ``array`` holds what it held: byte for byte against a copy, else by checksum."""
-    if copy is None:
-        return _checksum(array) == checksum
-    if array.shape != copy.shape or array.dtype != copy.dtype:
+def _put_back(array: np.ndarray, copy: Optional[np.ndarray], fingerprint: Fingerprint) -> bool:
+    """Undo an in-place change of ``array``: its shape and dtype where NumPy allows, then its bytes from the copy."""
+    _, _, shape, dtype = fingerprint
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # setting .dtype in place is deprecated, and still the only way back
+            if array.dtype.str != dtype:
+                array.dtype = np.dtype(dtype)  # type: ignore[misc]
+            if array.shape != shape:
+                array.shape = shape
+        if copy is None or not array.flags.writeable:
+            return False
+        np.copyto(array, copy)
+        return True
+    except (AttributeError, TypeError, ValueError):
         return False
+
+
+def _same(array: np.ndarray, copy: Optional[np.ndarray], fingerprint: Fingerprint) -> bool:
+    """Whether ``array`` holds what it held: shape and dtype, then byte for byte against a copy, else by checksum."""
+    if array.shape != fingerprint[2] or array.dtype.str != fingerprint[3]:
+        return False
+    if copy is None:
+        return _fingerprint(array) == fingerprint
     return bool(np.array_equal(np.ascontiguousarray(array).reshape(-1).view(np.uint8), copy.reshape(-1).view(np.uint8)))
 
 
-def _checksum(array: np.ndarray) -> Tuple[int, int]:
-    """A fingerprint of an array's bytes (their sum and xor as 64-bit words): cheap, and any change a
-    loss makes to the numbers shows in it."""
+def _fingerprint(array: np.ndarray) -> Fingerprint:
+    """An array's shape, dtype and a checksum of its bytes (their sum and xor as 64-bit words): cheap, and
+    blind only to changes that keep both (a reordering, the sign bits of a pair of entries)."""
     data = np.ascontiguousarray(array).reshape(-1)
     words = data.view(np.uint64) if data.nbytes % 8 == 0 and data.nbytes else data.view(np.uint8)
-    return int(np.add.reduce(words, dtype=np.uint64)), int(np.bitwise_xor.reduce(words)) if words.size else 0
+    total = int(np.add.reduce(words, dtype=np.uint64))
+    xor = int(np.bitwise_xor.reduce(words)) if words.size else 0
+    return total, xor, tuple(array.shape), array.dtype.str
 
 
 def chunks(lo: int, hi: int) -> Iterator[Tuple[int, int]]:

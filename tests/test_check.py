@@ -1,5 +1,7 @@
 """check_gradients: the documents' figures, the verdicts, localisation, the budget, nothing lost."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -765,7 +767,61 @@ def test_a_large_parameter_a_raising_loss_changed_is_named_in_a_note_on_its_erro
     assert any("changed params 'W'" in n and "stay changed" in n for n in notes)
 
 
-def test_a_raising_loss_whose_changes_were_undone_gets_no_note():
+@pytest.mark.parametrize("change", ["append", "pop", "insert"])
+def test_a_loss_that_changes_a_list_of_parameters_is_named_and_the_list_put_back(change):
+    w, v = np.ones(3), np.full(2, 2.0)
+    params = [w, v]
+
+    def loss(p):
+        value = float(np.sum(p[0] ** 2) + np.sum(p[1] ** 2))
+        if change == "append":
+            p.append(np.zeros(1))
+        elif change == "pop":
+            p.pop()
+        else:
+            p.insert(0, np.zeros(3))
+        return value
+
+    with pytest.raises((GradWatchError, IndexError)):
+        check_gradients(loss, params, [2 * w, 2 * v], seed=0)
+    assert len(params) == 2 and params[0] is w and params[1] is v
+
+
+@pytest.mark.parametrize("size", [9, 300 * 300])  # copied, and too large to copy
+def test_a_loss_that_reshapes_a_parameter_in_place_is_named_and_the_shape_put_back(size):
+    n = int(np.sqrt(size))
+    w = np.random.default_rng(0).standard_normal((n, n))
+    before = w.copy()
+
+    def loss(p):
+        value = float(np.sum(np.sin(p["W"])))
+        p["W"].shape = (size,)
+        return value
+
+    with pytest.raises(GradWatchError, match="changed params 'W'"):
+        check_gradients(loss, {"W": w}, {"dW": np.cos(w)}, seed=0)
+    assert w.shape == (n, n) and np.array_equal(w, before)
+
+
+def test_a_loss_that_retypes_a_parameter_in_place_is_named_and_the_dtype_put_back():
+    w = np.random.default_rng(0).standard_normal(4)
+    before = w.copy()
+
+    def loss(p):
+        value = float(np.sum(np.sin(p["W"])))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p["W"].dtype = np.int64
+        return value
+
+    with pytest.raises(Exception) as info:  # the check reads a retyped array: named, whatever it raises
+        check_gradients(loss, {"W": w}, {"dW": np.cos(w)}, seed=0)
+    assert "changed params 'W'" in str(info.value) + " ".join(getattr(info.value, "__notes__", []))
+    assert w.dtype == np.float64 and np.array_equal(w, before)
+
+
+@pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="exception notes need Python 3.11")
+def test_a_raising_loss_whose_changes_were_undone_says_so_in_a_note():
     w = np.zeros((3, 3))  # small: copied, so what the loss changed is put back
 
     def loss(p):
@@ -774,7 +830,16 @@ def test_a_raising_loss_whose_changes_were_undone_gets_no_note():
 
     with pytest.raises(RuntimeError, match="boom") as info:
         check_gradients(loss, {"W": w}, {"dW": np.zeros((3, 3))}, seed=0)
-    assert not getattr(info.value, "__notes__", []) and np.all(w == 0.0)
+    assert getattr(info.value, "__notes__", []) == ["gradwatch: loss_fn changed params 'W' during the check: they "
+                                                    "were put back"]
+    assert np.all(w == 0.0)
+
+
+def test_a_raising_loss_that_changed_nothing_gets_no_note():
+    with pytest.raises(RuntimeError, match="boom") as info:
+        check_gradients(lambda p: (_ for _ in ()).throw(RuntimeError("boom")), {"W": np.zeros(3)},
+                        {"dW": np.zeros(3)}, seed=0)
+    assert not getattr(info.value, "__notes__", [])
 
 
 def test_an_integer_loss_is_inconclusive_not_wrong():
