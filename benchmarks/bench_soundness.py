@@ -165,6 +165,26 @@ def case_large_sum(seeds):
     return c
 
 
+def case_exp_scale(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        b = 0.5 * np.random.default_rng(seed).standard_normal(10_000)
+        c[run(lambda: outcome(check_gradients(lambda q: float(np.sum(np.exp(q["b"]))), {"b": b},
+                                              {"db": (1 + 3e-7) * np.exp(b)}, sample="all", seed=seed)))] += 1
+    return c
+
+
+def case_scalars(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        W, a, b = rng.standard_normal(200), np.array(0.7), np.array(-0.4)
+        grads = {"dW": 1 - np.tanh(W) ** 2, "da": -2 * a, "db": -2 * b}  # both scalars: the wrong sign
+        c[run(lambda: outcome(check_gradients(lambda q: float(np.sum(np.tanh(q["W"])) + q["a"] ** 2 + q["b"] ** 2),
+                                              {"W": W, "a": a, "b": b}, grads, seed=seed)))] += 1
+    return c
+
+
 def case_dropout(seeds):
     c = Counter()
     for seed in range(seeds):
@@ -251,6 +271,8 @@ CASES = [
     ("dropout keep_prob 0.9 on a 5-unit layer (one unit live at least)", case_dropout, 100, "refused"),
     ("sample=20 on a 400x500 tensor whose gradient misses a column", case_sample_leaves_a_column, 10, "not right"),
     ("np.sum(b**2) over 2e5 entries (|J| = 2e5, |g| = 900), right gradient", case_large_sum, 10, "not wrong"),
+    ("sum(exp(b)) over 1e4 entries, sample=\"all\", gradient scaled by 1 + 3e-7", case_exp_scale, 10, "not right"),
+    ("two scalar parameters whose gradients both have the wrong sign", case_scalars, 10, "not right"),
     ("parameters W and dW, gradients by bare names, right", case_w_and_dw, 1, "right"),
     ("gradients under both dW and W with different arrays", case_both_keys, 1, "an error naming the keys"),
     ("tied weights {enc: W, dec: W} (float64 and float32)", case_tied, 1, "an error naming both"),
