@@ -269,9 +269,11 @@ def _formula2(a: np.ndarray, n: np.ndarray) -> float:
 
 
 def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: float,
-               reference: float, threshold: float, statistical: bool, narrowed: bool = False) -> str:
+               reference: float, threshold: float, statistical: bool, narrowed: bool = False,
+               step_roundoff: float = 0.0) -> str:
     """The reason a tensor is inconclusive, and what to do about it, from what limited the bound
-    (``narrowed``: kinks within the first step made the probes shrink it)."""
+    (``narrowed``: kinks within the first step made the probes shrink it; ``step_roundoff``: the loss's
+    round-off at the probes' last step, relative to twice the tensor's gradient, as a verdict sees it)."""
     noise = probes.noise
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
         float(np.linalg.norm(noise)), reference)
@@ -287,7 +289,9 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     if noisy and epsilon is not None:
         return (f"epsilon={epsilon:g} is so small that round-off swamps the differences: leave epsilon=None "
                 "(gradwatch chooses the step) or pass a larger one")
-    if not probes.settled:
+    # round-off alone at the step makes every direction useless (replaced, then unsettled): not a kink
+    swamped = statistical and not narrowed and step_roundoff > TOLERANCES.useful_noise_share * threshold
+    if not probes.settled and not swamped:
         return ("a kink (ReLU, max or abs switching) moves the estimate at every step tried and no one-sided "
                 "slope matches the gradient: check at another point (another seed or batch), or with smooth activations")
     if noisy and narrowed:
@@ -295,8 +299,9 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
                 f"loss's round-off (|J| = {abs(j0):.3g}) hides errors of the threshold's size (the noise alone bounds "
                 f"the difference at {upper_noise:.1e}): check on a smaller batch (fewer units near a kink) or with "
                 "smooth activations, or pass a threshold above that bound")
-    if noisy:
-        return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make to a gradient "
-                f"this small (|g| = {reference:.2e}): subtract the loss's constant part, or scale the loss up")
+    if noisy or swamped:
+        return (f"the loss's round-off (|J| = {abs(j0):.3g}) swamps the changes a step can make along a gradient "
+                f"of |g| = {reference:.2e}: subtract the loss's constant part, or check fewer entries at "
+                "a time (a loss summed over many entries is large against its gradient), or pass a larger threshold")
     return ("the gap is within the noise: neither clearly right nor wrong at the evaluations spent; "
             "check again with sample=\"all\" or a larger budget")

@@ -1281,3 +1281,10 @@ def test_a_scale_error_that_extreme_curvature_mimics_at_the_default_step_is_not_
     result = check_gradients(lambda q: float(np.sum(np.exp(k * q["b"]))), {"b": b},
                              {"db": (1 + 3e-7) * k * np.exp(k * b)}, seed=0)
     assert not result.passed
+
+
+def test_a_large_sum_left_inconclusive_by_round_off_blames_round_off_not_a_kink():
+    b = np.random.default_rng(14).standard_normal(200_000)
+    result = check_gradients(lambda q: float(np.sum(q["b"] ** 2)), {"b": b}, {"b": 2 * b}, seed=0)
+    note = result.per_param["b"].note
+    assert result.verdict == "inconclusive" and "round-off" in note and "a kink (ReLU" not in note

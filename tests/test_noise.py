@@ -417,6 +417,22 @@ def test_an_unsettled_probe_says_kink():
     assert "a kink" in unsure(0.0, settled=False)
 
 
+def _unsure_at_step(step_roundoff, narrowed=False, statistical=True):
+    from gradwatch.noise import why_unsure
+
+    ev = Evaluator(lambda p: 0.0, None, 0, None)
+    return why_unsure(probes([1.0], [1.0], noise=0.0, settled=False), ev, None, 1.0, 1.0, 1e-7, statistical, narrowed,
+                      step_roundoff)
+
+
+def test_directions_unsettled_because_round_off_alone_swamps_them_blame_round_off_not_a_kink():
+    share = TOLERANCES.useful_noise_share * 1e-7
+    assert "round-off" in _unsure_at_step(share * 1.01) and "a kink" not in _unsure_at_step(share * 1.01)
+    assert "a kink" in _unsure_at_step(share)  # at the share itself a probe is still useful
+    assert "a kink" in _unsure_at_step(share * 10, statistical=False)  # coordinates are never replaced
+    assert "a kink" in _unsure_at_step(share * 10, narrowed=True)  # kinks made the step shrink: theirs the blame
+
+
 def test_noise_otherwise_says_the_loss_round_off_swamps_the_gradient():
     assert "subtract the loss's constant part" in unsure(1e-3)
 
