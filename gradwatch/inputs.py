@@ -368,11 +368,12 @@ class Guard:
             return key in self.params and self.params[key] is array
         return bool(key < len(self.params) and self.params[key] is array)
 
-    def _added(self) -> List[str]:
+    def _added(self) -> List[Any]:
+        """Keys a mapping gained, or positions a list gained."""
         if isinstance(self.params, Mapping):
             known = set(self.keys)
-            return [str(k) for k in self.params if k not in known]
-        return [str(i) for i in range(len(self.keys), len(self.params))]
+            return [k for k in self.params if k not in known]
+        return list(range(len(self.keys), len(self.params)))
 
     def changed(self) -> List[str]:
         """Names of the parameters that are no longer the same array, or no longer hold the same bytes,
@@ -381,7 +382,7 @@ class Guard:
         for name, key, array, copy, fingerprint in self.entries:
             if not self._holds(key, array) or not _same(array, copy, fingerprint):
                 out.append(name)
-        return out + self._added()
+        return out + [str(k) for k in self._added()]
 
     def restore(self) -> bool:
         """Put every parameter back (the same objects, the same bytes); whether that was possible."""
@@ -389,7 +390,7 @@ class Guard:
         if isinstance(self.params, list):
             self.params[:] = self.items
         elif isinstance(self.params, MutableMapping):
-            for k in [k for k in self.params if k not in set(self.keys)]:
+            for k in self._added():
                 del self.params[k]
         for _, key, array, copy, fingerprint in self.entries:
             if not self._holds(key, array) and isinstance(self.params, MutableMapping):
