@@ -156,11 +156,11 @@ def _plan(slots: Sequence[Slot], sample: Sample) -> Tuple[str, Optional[int], in
     total = sum(s.size for s in slots)
     budget = max(TOLERANCES.budget, TOLERANCES.budget_per_tensor * len(slots))
     if sample == "all":
-        return "all", None, 3 + 2 * total
+        return "all", None, 3 + 3 * total
     if isinstance(sample, int):
-        return "sampled", None, 3 + 2 * sum(min(sample, s.size) for s in slots)
+        return "sampled", None, 3 + 3 * sum(min(sample, s.size) for s in slots)
     if total <= TOLERANCES.full_loop_max_entries:
-        return "all", budget - 1, 3 + 2 * total
+        return "all", budget - 1, 3 + 3 * total
     return "directions", budget - 1, 3 + 2 * TOLERANCES.screens_first
 
 

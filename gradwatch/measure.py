@@ -9,13 +9,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .inputs import Params, Slot, Workspace
-from .noise import ProbeSet, Settled, agree, gap_is_small, judge, numeric_is_zero, one_sided, reference_norm, settle
-from .probes import Evaluator, Measurement, Probe, choose_step, coordinate, measure, random_direction
+from .noise import (
+    FAR,
+    ProbeSet,
+    Settled,
+    agree,
+    gap_is_small,
+    judge,
+    numeric_is_zero,
+    one_sided,
+    reference_norm,
+    settle,
+    suspicious_level,
+    truncation_bound,
+    truncation_terms,
+)
+from .probes import Evaluator, Measurement, Probe, choose_step, coordinate, loss_at, measure, random_direction
 from .tolerances import TOLERANCES
 
 @dataclass(frozen=True)
@@ -72,13 +86,60 @@ def base_loss(ctx: Context, ws: Workspace) -> float:
     return ws.base_loss
 
 
-def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, threshold: float, reference: float) -> Settled:
-    """Re-measure a suspicious probe: once at the same step (randomness), then at smaller steps until
-    two estimates agree."""
+def affordable_base_loss(ctx: Context, ws: Workspace) -> Optional[float]:
+    """:func:`base_loss`, or ``None`` when measuring it would pass the budget."""
+    known = ws.mapping is ctx.params or ws.base_loss is not None
+    return base_loss(ctx, ws) if known or ctx.ev.affords(1) else None
+
+
+def clean_first(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, threshold: float, reference: float,
+                far: Optional[float] = None) -> Optional[Settled]:
+    """A first measurement that needs no re-measuring, settled; ``None`` when it is suspicious, or when the
+    budget cannot bound its truncation.
+
+    Along a random direction: when its gap is small (with its round-off, a small share of a
+    threshold-sized gap). Its truncation is a cubic in the direction and the error's projection is
+    linear, so no truncation mimics an error along every direction: one large enough to hide an error
+    leaves a residual that makes the gap large, and the probe is re-measured at smaller steps.
+
+    Along one coordinate the truncation can mimic an error exactly (for ``exp(k·θ)`` it is (kh)²/6 of
+    the gradient: a scale error of that size vanishes), so it is bounded: from the loss at +3h (``far``,
+    measured here unless given), or at −3h when that side looks worse (a kink between h and 3h inflates
+    one side's estimate, not the central difference's truncation). Such a probe needs no re-measuring
+    when its gap is small or within its round-off (smaller steps would only add more) and the part of
+    its truncation's estimate above round-off is small; its bound holds the truncation's."""
     ev, a = ctx.ev, probe.analytic
     roundoff = ev.roundoff_of(first, ctx.j0)
-    if gap_is_small(a, first, roundoff, threshold, reference):
-        return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate)
+    small = gap_is_small(a, first, roundoff, threshold, reference)
+    if not probe.coordinate:
+        return settle(a, [first], ev, ctx.j0, threshold, reference, False, 0.0) if small else None
+    if not (small or abs(a - first.numeric) <= roundoff):
+        return None
+    j_base = affordable_base_loss(ctx, ws)
+    if j_base is None:
+        return None
+    for side in (1.0, -1.0):
+        if side > 0 and far is None:
+            far = loss_at(ev, ws, probe, FAR * first.step)
+        elif side < 0:
+            far = loss_at(ev, ws, probe, -FAR * first.step)
+        if far is None:
+            return None
+        near, opposite = (first.j_plus, first.j_minus) if side > 0 else (first.j_minus, first.j_plus)
+        estimate, noise = truncation_terms(first.step, near, opposite, far, j_base, ev)
+        if 2 * max(float(estimate - noise), 0.0) <= suspicious_level(a, first, threshold, reference):
+            return settle(a, [first], ev, ctx.j0, threshold, reference, True, float(truncation_bound(estimate, noise)))
+    return None
+
+
+def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, threshold: float, reference: float,
+           far: Optional[float] = None) -> Settled:
+    """Settle a probe: at once when its first measurement is clean (:func:`clean_first`); otherwise
+    re-measured once at the same step (randomness), then at smaller steps until two estimates agree."""
+    ev, a = ctx.ev, probe.analytic
+    clean = clean_first(ctx, ws, probe, first, threshold, reference, far)
+    if clean is not None:
+        return clean
     if ev.repeats < TOLERANCES.repeats:
         again = measure(ev, ws, probe, first.step)
         if again is not None:
@@ -101,8 +162,12 @@ def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, thresh
         # a kink within the first step: try the side of the point that does not cross it
         double = measure(ev, ws, probe, 2 * first.step)
         escape = None if double is None else one_sided(a, first, trail[1], double, ev, j_base, threshold, reference)
-        if escape is not None and (not settled.settled or escape.bound - escape.gap < settled.bound - settled.gap):
+        if escape is not None and not settled.settled:
             return escape
+        if escape is not None and escape.bound - escape.gap < settled.bound - settled.gap:
+            # the trail settled: the escape only narrows its bound. An error is still the trail's to show: the
+            # one-sided bound assumes the step² term dominates, which a large step (a float32 loss's) can break
+            return dataclasses.replace(escape, unexplained=min(escape.unexplained, settled.unexplained))
     return settled
 
 
@@ -122,38 +187,37 @@ def runner(ctx: Context, threshold: float, reference: float) -> Callable[[Worksp
 # Coordinates: the documents' loop
 
 
-def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
-    """The losses ``(J+, J−)`` at each coordinate in ``indices`` moved by ±step."""
+def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets: Sequence[float]) -> List[np.ndarray]:
+    """The losses at each coordinate in ``indices`` moved by each of ``offsets`` in turn (one array per offset)."""
     ev, mapping = ctx.ev, ws.mapping
     if not slot.in_place:
         flat = ws.work[slot.name]
     elif slot.array.flags.c_contiguous:
         flat = slot.array.reshape(-1)
     else:
-        return sweep_generic(ctx, ws, slot, indices, step)
-    plus = np.empty(indices.size)
-    minus = np.empty(indices.size)
+        return sweep_generic(ctx, ws, slot, indices, offsets)
+    out = [np.empty(indices.size) for _ in offsets]
     full = indices.size == slot.size  # then indices is arange(size): iterate a range, not a list
     for k, i in enumerate(range(slot.size) if full else indices.tolist()):
         saved = flat[i]
         try:
-            flat[i] = saved + step
-            plus[k] = ev(mapping)
-            flat[i] = saved - step
-            minus[k] = ev(mapping)
+            for losses, offset in zip(out, offsets):
+                flat[i] = saved + offset
+                losses[k] = ev(mapping)
         finally:
             flat[i] = saved
-    return plus, minus
+    return out
 
 
-def sweep_generic(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
-    plus = np.empty(indices.size)
-    minus = np.empty(indices.size)
+def sweep_generic(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets: Sequence[float]) -> List[np.ndarray]:
+    out = [np.empty(indices.size) for _ in offsets]
     for k, i in enumerate(indices.tolist()):
-        m = measure(ctx.ev, ws, Probe.of([(coordinate(slot, i), 1.0)]), step)
-        assert m is not None  # coordinate sweeps are planned within the budget
-        plus[k], minus[k] = m.j_plus, m.j_minus
-    return plus, minus
+        probe = Probe.of([(coordinate(slot, i), 1.0)])
+        for losses, offset in zip(out, offsets):
+            value = loss_at(ctx.ev, ws, probe, offset)
+            assert value is not None  # coordinate sweeps are planned within the budget
+            losses[k] = value
+    return out
 
 
 def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str) -> Outcome:
@@ -167,12 +231,13 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
     step = step_for(ctx, slot, 1, rms)
     kinks = 0
     with Workspace(ctx.params, [slot]) as ws:
-        plus, minus = sweep(ctx, ws, slot, indices, step)
+        plus, minus, far = sweep(ctx, ws, slot, indices, (step, -step, FAR * step))
         numeric = (plus - minus) / (2 * step)
         gap = np.abs(analytic - numeric)
-        bound = gap + ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0)))
+        truncation = truncation_bound(*truncation_terms(step, plus, minus, far, base_loss(ctx, ws), ev))
+        settled = np.isfinite(truncation)
+        bound = gap + ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0))) + truncation
         unexplained = np.zeros(indices.size)
-        settled = np.ones(indices.size, dtype=bool)
         order = np.argsort(-np.nan_to_num(bound, nan=np.inf), kind="stable")[: TOLERANCES.recheck_cap]
         for k in order.tolist():
             probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
@@ -182,7 +247,7 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
                 break
             probe = Probe(((coordinate(slot, int(indices[k])), 1.0),), float(analytic[k]))
             first = Measurement(step, float(numeric[k]), float(plus[k]), float(minus[k]))
-            s = refine(ctx, ws, probe, first, threshold, reference)
+            s = refine(ctx, ws, probe, first, threshold, reference, float(far[k]))
             gap[k], bound[k], unexplained[k], settled[k] = s.gap, s.bound, s.unexplained, s.settled
             kinks += s.cause == "kink"
     probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))

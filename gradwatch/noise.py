@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,11 +46,16 @@ class Settled:
         return self.numeric if math.isnan(self.last) else self.last
 
 
+def suspicious_level(analytic: float, m: Measurement, threshold: float, reference: float) -> float:
+    """The share of a threshold-sized gap of the tensor above which a probe's gap is suspicious
+    (``reference``: the size of its gradient as this probe sees it)."""
+    return TOLERANCES.suspicious_share * threshold * max(abs(analytic) + abs(m.numeric), 2 * reference)
+
+
 def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
-    """Whether a first measurement needs no re-measuring: its gap plus round-off is a small share of a
-    threshold-sized gap of the tensor (``reference``: the size of its gradient as this probe sees it)."""
-    scale = max(abs(analytic) + abs(m.numeric), 2 * reference)
-    return abs(analytic - m.numeric) + roundoff <= TOLERANCES.suspicious_share * threshold * scale
+    """Whether a first measurement needs no re-measuring: its gap plus round-off is below
+    :func:`suspicious_level`."""
+    return abs(analytic - m.numeric) + roundoff <= suspicious_level(analytic, m, threshold, reference)
 
 
 def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, threshold: float, reference: float) -> bool:
@@ -92,11 +97,51 @@ def _kink_explains(analytic: float, trail: Sequence[Measurement], ev: Evaluator,
     return "kink" if coordinate and one_sided_slope else "corner"
 
 
+#: Where the extra loss of :func:`truncation_terms` is taken, in steps.
+FAR = 3.0
+# the divided difference of the losses at −h, 0, h and FAR·h, in units of 1/h³: its weights
+_W_MINUS = -1 / (2 * (1 + FAR))
+_W_ZERO = 1 / FAR
+_W_PLUS = -1 / (2 * (FAR - 1))
+_W_FAR = 1 / (FAR * (FAR * FAR - 1))
+_W_SUM = abs(_W_MINUS) + abs(_W_ZERO) + abs(_W_PLUS) + abs(_W_FAR)
+
+
+def truncation_terms(step: float, j_plus: Any, j_minus: Any, far: Any, j0: float, ev: Evaluator) -> Tuple[Any, Any]:
+    """The truncation of the central difference ``(j_plus − j_minus) / 2h`` at ``step`` h, from one more
+    loss, ``far``, at ``FAR × h`` (floats, or arrays of them: one per coordinate): ``(estimate, its
+    round-off)``; ``nan`` when a loss is not finite.
+
+    The cubic through the losses at −h, 0, h and 3h has third derivative 6·D, D their divided
+    difference; h² × |D| estimates h²/6 × the loss's third derivative along the probe, the central
+    difference's leading truncation term. Its round-off: the losses' weights sum to 3/4, three quarters
+    of a central difference's. Without it a single step cannot tell agreement from a truncation that
+    cancels an error (``exp(k·θ)`` truncates by (kh)²/6 of the gradient itself). The far point is 3h
+    rather than 2h for half the round-off; a kink within 3h on one side is avoided by the other's."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        estimate = np.abs(_W_FAR * far + _W_PLUS * j_plus + _W_ZERO * j0 + _W_MINUS * j_minus) / step
+        size = np.maximum(np.maximum(np.abs(j_plus), np.abs(j_minus)), np.maximum(np.abs(far), abs(j0)))
+        return estimate, _W_SUM * ev.roundoff(step, size)
+
+
+def truncation_bound(estimate: Any, noise: Any) -> Any:
+    """An upper bound on a truncation from :func:`truncation_terms`: twice the estimate (for the terms
+    after the leading one, as Richardson's estimate is doubled in :func:`settle`) plus its round-off.
+    A leading term ``τ`` measured as low as ``τ − noise`` is still covered: ``2(τ − noise) + noise ≥ τ``
+    whenever ``τ ≥ noise``, and ``noise > τ`` otherwise."""
+    return 2 * estimate + noise
+
+
+
+
 def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, threshold: float,
-           reference: float, coordinate: bool = False) -> Settled:
+           reference: float, coordinate: bool = False, truncation: Optional[float] = None) -> Settled:
     """Turn a probe's measurements (first step first) into bounds. ``j0`` is the loss at the unperturbed
     point as ``loss_fn`` sees this probe's tensors (for one-sided slopes); ``coordinate`` for a probe
-    along one entry."""
+    along one entry. A single measurement needs ``truncation`` to settle (:func:`truncation_bound`, or 0
+    where the caller has shown that no truncation can mimic an error): without it, its truncation is
+    unknown and it proves nothing; with it, it settles when its gap and round-off are small, or its gap
+    within its round-off (the caller judged the truncation's estimate), its bound widened by it."""
     first, last = trail[0], trail[-1]
     roundoff = ev.roundoff_of(last, j0)
     gap = abs(analytic - last.numeric)
@@ -104,8 +149,10 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
         unexplained = math.inf if not math.isfinite(gap) else 0.0
         return Settled(analytic, first.numeric, gap, math.inf, unexplained, True, "", last.numeric)
     if len(trail) == 1:
-        clean = gap_is_small(analytic, last, roundoff, threshold, reference)
-        return Settled(analytic, first.numeric, gap, gap + roundoff, 0.0, clean, "", last.numeric)
+        known = truncation is not None and math.isfinite(truncation)
+        noise = roundoff + (truncation if truncation is not None and known else 0.0)
+        clean = known and (gap_is_small(analytic, last, roundoff, threshold, reference) or gap <= roundoff)
+        return Settled(analytic, first.numeric, gap, gap + noise, 0.0, clean, "", last.numeric)
     previous = trail[-2]
     moved = abs(last.numeric - previous.numeric)
     agreed = agree(previous, last, ev, analytic, threshold, reference)
@@ -129,7 +176,7 @@ def one_sided(analytic: float, first: Measurement, quarter: Measurement, double:
     through 0, h/4, h (``first``, ``quarter`` and ``double`` hold the losses at ±h, ±h/4 and ±2h). A side
     is clean when they agree within their round-off and a share of the threshold; ``None`` unless
     exactly one side is. ``F`` and ``G`` use different steps, so a gap both show, beyond their round-off
-    and their difference (which bounds ``F``'s truncation), is confirmed at two steps."""
+    and ``F``'s truncation (8/7 of their difference, doubled), is confirmed at two steps."""
     h, s = first.step, quarter.step
     size = max(first.loss_size, quarter.loss_size, double.loss_size, abs(j0))
     r = ev.roundoff(h, size)  # a central difference's bound at h; one loss is off by at most r·h/2
@@ -144,9 +191,10 @@ def one_sided(analytic: float, first: Measurement, quarter: Measurement, double:
             found.append((f, abs(f - g)))
     if len(found) != 1 or not math.isfinite(found[0][0]):
         return None
-    estimate, truncation = found[0]
+    estimate, moved = found[0]
     gap = abs(analytic - estimate)
-    noise = noise_f + truncation
+    # F's truncation is h²/3 × the third derivative, G's h²/24: F − G is 7/8 of F's; doubled, as in settle
+    noise = noise_f + 2 * (8 / 7) * moved
     return Settled(analytic, first.numeric, gap, gap + noise, max(gap - noise, 0.0), True, "one-sided", estimate)
 
 

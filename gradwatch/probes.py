@@ -248,6 +248,17 @@ def measure_steps(ev: Evaluator, ws: Workspace, probe: Probe, steps: Sequence[fl
     return out
 
 
+def loss_at(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional[float]:
+    """The loss at ``θ + step·d`` alone (every tensor restored bitwise); ``None`` past the budget."""
+    if not ev.affords(1):
+        return None
+    try:
+        _displace(ws, probe, step)
+        return ev(ws.mapping)
+    finally:
+        ws.restore()
+
+
 def measure(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional[Measurement]:
     """One central difference along ``probe`` at ``step``, every tensor restored bitwise; ``None`` past the budget."""
     done = measure_steps(ev, ws, probe, [step])

@@ -293,7 +293,8 @@ def test_sample_k_checks_k_entries_per_tensor_and_replays_with_its_seed():
     again = check_gradients(m.loss, m.params, grads, sample=4, seed=9)
     assert {n: pc.checked for n, pc in first.per_param.items()} == {"W1": 4, "b1": 4, "W2": 4, "b2": 3}
     assert first.difference == again.difference
-    assert first.loss_evaluations == 3 + 2 * 15  # the loss at the point twice (randomness) and at the end
+    # per entry the loss at ±h and at 3h (truncation); the loss at the point twice (randomness) and at the end
+    assert first.loss_evaluations == 3 + 3 * 15
 
 
 def test_a_fresh_seed_is_recorded_so_the_check_can_be_replayed():
@@ -531,9 +532,12 @@ def test_no_error_layout_hides_in_a_small_bias(layout):
     assert missed == []
 
 
-def test_a_loss_returned_in_float32_is_not_called_wrong_and_says_return_float64():
-    loss, params, backward = tanh_regression(np.float64, 1)
-    result = check_gradients(lambda q: np.float32(loss(q)), params, backward(params), seed=0)
+@pytest.mark.parametrize("seed", [1, 8])
+def test_a_loss_returned_in_float32_is_not_called_wrong_and_says_return_float64(seed):
+    # seed 8: at a float32 loss's large steps a coordinate's trail settles as truncation converges, and the
+    # one-sided estimates (whose bound assumes the step² term dominates) used to call it wrong
+    loss, params, backward = tanh_regression(np.float64, seed)
+    result = check_gradients(lambda q: np.float32(loss(q)), params, backward(params), seed=seed)
     assert not result.failed
     assert result.verdict == "passed" or "return the loss in float64" in str(result)
 
@@ -877,7 +881,7 @@ def _first_planned(loss, params, grads, **kw):
     return seen[0][1], result
 
 
-@pytest.mark.parametrize("n,planned", [(7, 3 + 2 * 7), (100, 3 + 2 * 100), (101, 3 + 2 * 2)])
+@pytest.mark.parametrize("n,planned", [(7, 3 + 3 * 7), (100, 3 + 3 * 100), (101, 3 + 2 * 2)])
 def test_auto_plans_the_full_loop_up_to_100_entries_and_two_screens_beyond(n, planned):
     params, loss, g = _quadratic(n)
     first, result = _first_planned(loss, params, {"dw": g}, seed=0)
@@ -885,11 +889,11 @@ def test_auto_plans_the_full_loop_up_to_100_entries_and_two_screens_beyond(n, pl
     assert result.per_param["w"].method == ("all" if n <= 100 else "screen")
 
 
-def test_sample_all_and_sample_k_plan_two_evaluations_per_entry_and_three_more():
+def test_sample_all_and_sample_k_plan_three_evaluations_per_entry_and_three_more():
     params, loss, g = _quadratic(9)
-    assert _first_planned(loss, params, {"dw": g}, sample="all", seed=0)[0] == 3 + 2 * 9
-    assert _first_planned(loss, params, {"dw": g}, sample=4, seed=0)[0] == 3 + 2 * 4
-    assert _first_planned(loss, params, {"dw": g}, sample=40, seed=0)[0] == 3 + 2 * 9
+    assert _first_planned(loss, params, {"dw": g}, sample="all", seed=0)[0] == 3 + 3 * 9
+    assert _first_planned(loss, params, {"dw": g}, sample=4, seed=0)[0] == 3 + 3 * 4
+    assert _first_planned(loss, params, {"dw": g}, sample=40, seed=0)[0] == 3 + 3 * 9
 
 
 def test_the_coordinate_step_is_the_cube_root_of_eps_times_the_tensors_rms_at_least_one():
@@ -1272,15 +1276,26 @@ def test_a_scale_error_under_a_large_constant_loss_is_never_called_right(offset)
         assert not result.passed
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a coordinate settled on one measurement carries no truncation "
-                                       "allowance; exp(150 b) truncates by 1.35e-7 x g at the default step, which "
-                                       "cancels most of a 3e-7 scale error (true difference 1.5e-7)")
 def test_a_scale_error_that_extreme_curvature_mimics_at_the_default_step_is_not_called_right():
     b = 0.01 * np.random.default_rng(0).standard_normal(50)
     k = 150.0
     result = check_gradients(lambda q: float(np.sum(np.exp(k * q["b"]))), {"b": b},
                              {"db": (1 + 3e-7) * k * np.exp(k * b)}, seed=0)
     assert not result.passed
+
+
+@pytest.mark.parametrize("n", [3, 20, 200])
+def test_a_scale_error_that_truncation_mimics_along_coordinates_is_not_called_right_along_directions(n):
+    # along a random direction the truncation is a cubic in the direction, the error's projection is
+    # linear: no step makes them cancel in every probe (300 such cases in the session's trials: none passed)
+    k = 300.0
+    rng = np.random.default_rng(n)
+    b, w = 0.005 * rng.standard_normal(n), rng.standard_normal(200)  # 203+ entries: screens and directions
+    h = np.cbrt(EPS64) / n ** 0.25
+    scale = max((k * h) ** 2 / 6, 3e-7)
+    loss = lambda q: float(np.sum(np.exp(k * q["b"])) + 0.5 * np.sum(q["w"] ** 2))  # noqa: E731
+    result = check_gradients(loss, {"b": b, "w": w}, {"db": (1 + scale) * k * np.exp(k * b), "dw": w}, seed=n)
+    assert result.per_param["b"].verdict != "right" and result.per_param["w"].verdict == "right"
 
 
 def test_a_large_sum_left_inconclusive_by_round_off_blames_round_off_not_a_kink():

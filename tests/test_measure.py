@@ -9,7 +9,7 @@ import pytest
 from gradwatch.inputs import Workspace, build_slots
 from gradwatch.check import _context
 from gradwatch.measure import Context, coordinate_stage, direction_stage, refine, step_for, useful
-from gradwatch.noise import Settled
+from gradwatch.noise import FAR, Settled
 from gradwatch.probes import Evaluator, Probe, coordinate, measure, random_direction
 from gradwatch.tolerances import TOLERANCES
 
@@ -86,7 +86,7 @@ def test_a_suspicious_probe_is_measured_again_at_the_same_step_once_per_check_up
     assert ctx.ev.repeats == TOLERANCES.repeats
 
 
-def test_a_clean_probe_is_not_measured_again():
+def test_a_clean_probe_is_settled_with_one_more_loss_for_its_truncation():
     params, grads, loss = sin_model()
     ctx, (slot,) = context(loss, params, grads)
     probe = Probe.of([(coordinate(slot, 3), 1.0)])
@@ -94,7 +94,23 @@ def test_a_clean_probe_is_not_measured_again():
         first = measure(ctx.ev, ws, probe, 1e-5)
         count = ctx.ev.count
         s = refine(ctx, ws, probe, first, 1e-7, 1.0)
-    assert ctx.ev.count == count and s.settled and ctx.ev.repeats == 0
+    assert ctx.ev.count == count + 1 and s.settled and ctx.ev.repeats == 0
+    assert s.bound > s.gap + ctx.ev.roundoff_of(first, ctx.j0)  # the truncation's bound widens it
+
+
+def test_a_truncation_that_cancels_an_error_at_the_first_step_is_measured_at_smaller_steps():
+    # along one coordinate of sum(exp(150 b)) the step's truncation is (150 h)²/6 of the gradient, and it
+    # cancels a scale error of the same size: the first gap looks clean, the truncation's estimate does not
+    k, h = 150.0, 6e-6
+    b = 0.01 * np.random.default_rng(0).standard_normal(5)
+    grads = {"db": (1 + (k * h) ** 2 / 6) * k * np.exp(k * b)}
+    ctx, (slot,) = context(lambda p: float(np.sum(np.exp(k * p["b"]))), {"b": b}, grads)
+    probe = Probe.of([(coordinate(slot, 0), 1.0)])
+    with Workspace({"b": b}, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, h)
+        assert abs(first.numeric - probe.analytic) < 1e-3 * (k * h) ** 2 / 6 * abs(probe.analytic)
+        s = refine(ctx, ws, probe, first, 1e-7, abs(probe.analytic))
+    assert s.unexplained > 0.5 * (k * h) ** 2 / 6 * abs(probe.analytic)
 
 
 def kinked_model(z0=2e-7, n=40, seed=1):
@@ -173,8 +189,25 @@ def test_direction_probes_move_every_entry_by_the_chosen_step():
     ctx, (slot,) = context(rec, params, grads)
     calls = len(rec.moves)
     out = direction_stage(ctx, slot)
-    for move in rec.moves[calls:]:
+    moves = rec.moves[calls:]
+    assert len(moves) == 2 * TOLERANCES.probes_first
+    for move in moves:
         assert np.sqrt(np.mean(move ** 2)) == pytest.approx(out.step, rel=0.25)
+
+
+def test_a_coordinate_probe_is_moved_by_its_step_both_ways_then_three_steps_up():
+    params, grads, loss = sin_model()
+    rec = Recording(loss, params["w"])
+    ctx, (slot,) = context(rec, params, grads)
+    probe = Probe.of([(coordinate(slot, 2), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        calls = len(rec.moves)
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert s.settled and len(rec.moves) == calls + 1
+    expected = np.zeros(slot.size)
+    expected[2] = FAR * 1e-5
+    assert np.allclose(rec.moves[-1], expected, rtol=0, atol=1e-15)
 
 
 def test_a_wrong_tensor_is_judged_after_two_useful_probes():
@@ -384,7 +417,7 @@ def test_a_coordinate_on_its_kink_is_counted_as_one():
 def test_a_coordinate_is_rechecked_only_when_the_budget_holds_a_step_and_a_smaller_one(left, rechecked):
     params, grads, loss = relu_coordinate_model(-1e-6)  # the kink lies within the coordinate step
     ctx, (slot,) = context(loss, params, grads)
-    ctx.ev.limit = ctx.ev.count + 2 * 10 + left
+    ctx.ev.limit = ctx.ev.count + 3 * 10 + left
     out = coordinate_stage(ctx, slot, np.arange(10), "coordinates")
     assert (ctx.ev.count > ctx.ev.limit - left) is rechecked
     assert out.checked == 10

@@ -8,6 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradwatch.noise import (
+    FAR,
+    truncation_bound,
+    truncation_terms,
     ProbeSet,
     Settled,
     chi2_lower_quantile,
@@ -94,9 +97,34 @@ def m(step, numeric, j_plus=1.0, j_minus=1.0):
     return Measurement(step, numeric, j_plus, j_minus)
 
 
-def test_a_clean_first_measurement_settles_alone():
-    s = settle(2.0, [m(1e-6, 2.0 + 1e-12)], evaluator(), 1.0, 1e-7, 2.0)
-    assert s.settled and s.unexplained == 0.0 and s.bound >= s.gap
+def test_a_clean_first_measurement_settles_alone_with_its_truncation_in_its_bound():
+    alone = settle(2.0, [m(1e-6, 2.0 + 1e-12)], evaluator(), 1.0, 1e-7, 2.0, truncation=0.0)
+    wide = settle(2.0, [m(1e-6, 2.0 + 1e-12)], evaluator(), 1.0, 1e-7, 2.0, truncation=3e-9)
+    assert alone.settled and alone.unexplained == 0.0 and alone.bound >= alone.gap
+    assert wide.settled and wide.bound - alone.bound == pytest.approx(3e-9)
+
+
+@pytest.mark.parametrize("truncation", [None, math.nan, math.inf])
+def test_a_first_measurement_whose_truncation_is_unknown_proves_nothing(truncation):
+    s = settle(2.0, [m(1e-6, 2.0 + 1e-12)], evaluator(), 1.0, 1e-7, 2.0, truncation=truncation)
+    assert not s.settled and s.unexplained == 0.0 and math.isfinite(s.bound)
+
+
+def test_the_truncation_estimate_is_exact_for_a_cubic_and_bounds_it_with_its_round_off():
+    h, j0 = 1e-3, 5.0
+    cubic = lambda x: j0 + 0.3 * x - 2.0 * x ** 2 + 7.0 * x ** 3  # noqa: E731
+    ev = evaluator()
+    estimate, noise = truncation_terms(h, cubic(h), cubic(-h), cubic(FAR * h), j0, ev)
+    truth = h * h / 6 * 42.0  # (J(h) − J(−h)) / 2h − J'(0) for this cubic
+    assert estimate == pytest.approx(truth, rel=1e-6)
+    assert noise == pytest.approx(0.75 * ev.roundoff(h, abs(cubic(FAR * h))))
+    assert truncation_bound(estimate, noise) == pytest.approx(2 * truth + noise)
+    assert (cubic(h) - cubic(-h)) / (2 * h) - 0.3 == pytest.approx(truth, rel=1e-6)
+
+
+def test_the_truncation_estimate_is_nan_when_the_far_loss_is_not_finite():
+    estimate, _ = truncation_terms(1e-3, 1.0, 1.0, math.inf, 1.0, evaluator())
+    assert math.isnan(estimate) or math.isinf(estimate)
 
 
 def test_a_suspicious_first_measurement_alone_is_not_settled():
@@ -149,8 +177,8 @@ def test_a_smooth_gap_that_stays_put_is_not_a_kink():
 
 
 def test_jitter_widens_every_bound():
-    quiet = settle(2.0, [m(1e-6, 2.0)], evaluator(), 1.0, 1e-7, 2.0)
-    noisy = settle(2.0, [m(1e-6, 2.0)], evaluator(jitter=1e-12), 1.0, 1e-7, 2.0)
+    quiet = settle(2.0, [m(1e-6, 2.0)], evaluator(), 1.0, 1e-7, 2.0, truncation=0.0)
+    noisy = settle(2.0, [m(1e-6, 2.0)], evaluator(jitter=1e-12), 1.0, 1e-7, 2.0, truncation=0.0)
     assert noisy.bound - quiet.bound == pytest.approx(1e-12 / 1e-6)
 
 
@@ -480,6 +508,19 @@ def test_the_clean_side_of_a_kink_gives_its_one_sided_estimate():
     s = one_sided(1.0, first, quarter, double, evaluator(), 0.0, 1e-30, 1.0)
     assert s is not None and s.cause == "one-sided" and s.last == pytest.approx(1.0, abs=0) and s.gap == 0.0
     assert s.bound == pytest.approx(2 * roundoff(1e-3, 2e-3), rel=1e-9)  # no truncation seen: its round-off
+
+
+def test_the_one_sided_bound_covers_the_truncation_of_its_estimate_on_a_cubic():
+    # right of the point J = x + c·x³ (a kink on the left): F through 0, h, 2h is off J'(0) by c·2h²,
+    # while F − G is only 7/8 of that; the bound must still cover F's own truncation
+    h, c = 1e-3, 50.0
+    right = lambda x: x + c * x ** 3  # noqa: E731
+    first = Measurement(h, 0.0, right(h), 0.0)
+    quarter = Measurement(h / 4, 0.0, right(h / 4), 1e-6)
+    double = Measurement(2 * h, 0.0, right(2 * h), 0.0)
+    s = one_sided(1.0, first, quarter, double, evaluator(), 0.0, 1e-3, 1.0)  # F, G agree within its share
+    assert s is not None and s.gap == pytest.approx(2 * c * h * h, rel=1e-6)
+    assert s.unexplained == 0.0 and s.bound >= 2 * s.gap
 
 
 def test_two_one_sided_estimates_agree_within_both_round_offs():
