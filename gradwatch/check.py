@@ -303,7 +303,7 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], j
         o, j = outcomes[s.name], judgements[s.name]
         step_roundoff = float(ev.roundoff(o.step, abs(ctx.j0))) / (2 * o.reference) if o.reference > 0 else 0.0
         reason = j.reason or why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name],
-                                        o.statistical, o.narrowed, step_roundoff)
+                                        o.statistical, o.narrowed, step_roundoff, o.step if o.truncated else 0.0)
         loc = located.get(s.name)
         per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)
     for s in slots:

@@ -54,7 +54,7 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
     if slot.size == 1:
         s = first[0]
         return Located((0, s.analytic, s.estimate), False, True)
-    est = math.sqrt(float(np.mean([p.gap ** 2 for p in first])))
+    est = float(np.linalg.norm([p.gap for p in first])) / math.sqrt(len(first))  # norm: no overflow of gap²
     located = Located(None, False, False)
     for _ in range(2):
         if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):
@@ -74,20 +74,20 @@ def _bisect(run: Runner, ws: Workspace, slot: Slot, est: float, step: float,
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
         if est_a is None:
             return Located(None, spread, False), False
-        if est > 0 and (est_a / est) ** 2 >= TOLERANCES.clear_share:
+        if est > 0 and (est_a / est) * (est_a / est) >= TOLERANCES.clear_share:
             hi, est, both = mid, est_a, 0
             continue
         est_b = _carried(run, ws, slot, mid, hi, step, rng)
         if est_b is None:
             return Located(None, spread, False), False
-        if not spread and est > 0 and max(est_a, est_b) ** 2 < 0.5 * est * est:
+        if not spread and est > 0 and max(est_a, est_b) < math.sqrt(0.5) * est:
             # neither half carries what its parent showed: a kink upset a probe; measure both carefully
             est_a = _carried(run, ws, slot, lo, mid, step, rng, careful=True)
             est_b = _carried(run, ws, slot, mid, hi, step, rng, careful=True)
             if est_a is None or est_b is None:
                 return Located(None, spread, False), False
-        total = est_a * est_a + est_b * est_b
-        both = both + 1 if total > 0 and min(est_a, est_b) ** 2 >= TOLERANCES.spread_share * total else 0
+        total = math.hypot(est_a, est_b)
+        both = both + 1 if total > 0 and min(est_a, est_b) >= math.sqrt(TOLERANCES.spread_share) * total else 0
         spread = spread or both >= TOLERANCES.spread_levels
         if est_a >= est_b:
             hi, est = mid, est_a

@@ -63,6 +63,7 @@ class Outcome:
     dropped: int = 0  # direction probes that no step settled (redrawn)
     kinks: int = 0  # probes explained by a kink at the point
     narrowed: bool = False  # kinks within the first step made the probes shrink it
+    truncated: bool = False  # coordinates: truncation, more than round-off, widens the bounds
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,14 +121,14 @@ def clean_first(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, t
         return None
     for side in (1.0, -1.0):
         if side > 0 and far is None:
-            far = loss_at(ev, ws, probe, FAR * first.step)
+            far = loss_at(ev, ws, probe, FAR * first.step, optional=True)
         elif side < 0:
-            far = loss_at(ev, ws, probe, -FAR * first.step)
+            far = loss_at(ev, ws, probe, -FAR * first.step, optional=True)
         if far is None:
             return None
         near, opposite = (first.j_plus, first.j_minus) if side > 0 else (first.j_minus, first.j_plus)
         estimate, noise = truncation_terms(first.step, near, opposite, far, j_base, ev)
-        if 2 * max(float(estimate - noise), 0.0) <= suspicious_level(a, first, threshold, reference):
+        if 2 * float(np.maximum(estimate - noise, 0.0)) <= suspicious_level(a, first.numeric, threshold, reference):
             return settle(a, [first], ev, ctx.j0, threshold, reference, True, float(truncation_bound(estimate, noise)))
     return None
 
@@ -158,8 +159,9 @@ def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, thresh
             break
     j_base = base_loss(ctx, ws) if len(trail) > 1 and ev.affords(1) else ctx.j0
     settled = settle(a, trail, ev, j_base, threshold, reference, probe.coordinate)
-    if len(trail) > 1 and (not settled.settled or settled.cause == "step") and ev.affords(2):
-        # a kink within the first step: try the side of the point that does not cross it
+    if len(trail) > 1 and (not settled.settled or settled.cause == "step") and settled.cause != "corner" and ev.affords(2):
+        # a kink within the first step: try the side of the point that does not cross it. Not for a kink at the
+        # point itself ("corner"): each side's one-sided estimates measure that side's slope, not the gradient
         double = measure(ev, ws, probe, 2 * first.step)
         escape = None if double is None else one_sided(a, first, trail[1], double, ev, j_base, threshold, reference)
         if escape is not None and not settled.settled:
@@ -187,37 +189,73 @@ def runner(ctx: Context, threshold: float, reference: float) -> Callable[[Worksp
 # Coordinates: the documents' loop
 
 
-def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets: Sequence[float]) -> List[np.ndarray]:
-    """The losses at each coordinate in ``indices`` moved by each of ``offsets`` in turn (one array per offset)."""
+def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets: Sequence[float],
+          optional_from: int) -> List[np.ndarray]:
+    """The losses at each coordinate in ``indices`` moved by each of ``offsets`` in turn (one array per
+    offset); those from ``optional_from`` on through :meth:`gradwatch.probes.Evaluator.optional`."""
     ev, mapping = ctx.ev, ws.mapping
     if not slot.in_place:
         flat = ws.work[slot.name]
     elif slot.array.flags.c_contiguous:
         flat = slot.array.reshape(-1)
     else:
-        return sweep_generic(ctx, ws, slot, indices, offsets)
+        return sweep_generic(ctx, ws, slot, indices, offsets, optional_from)
     out = [np.empty(indices.size) for _ in offsets]
+    calls = [ev.optional if j >= optional_from else ev for j in range(len(offsets))]
     full = indices.size == slot.size  # then indices is arange(size): iterate a range, not a list
     for k, i in enumerate(range(slot.size) if full else indices.tolist()):
         saved = flat[i]
         try:
-            for losses, offset in zip(out, offsets):
+            for losses, offset, call in zip(out, offsets, calls):
                 flat[i] = saved + offset
-                losses[k] = ev(mapping)
+                losses[k] = call(mapping)
         finally:
             flat[i] = saved
     return out
 
 
-def sweep_generic(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets: Sequence[float]) -> List[np.ndarray]:
+def sweep_generic(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets: Sequence[float],
+                  optional_from: int) -> List[np.ndarray]:
     out = [np.empty(indices.size) for _ in offsets]
     for k, i in enumerate(indices.tolist()):
         probe = Probe.of([(coordinate(slot, i), 1.0)])
-        for losses, offset in zip(out, offsets):
-            value = loss_at(ctx.ev, ws, probe, offset)
+        for j, (losses, offset) in enumerate(zip(out, offsets)):
+            value = loss_at(ctx.ev, ws, probe, offset, optional=j >= optional_from)
             assert value is not None  # coordinate sweeps are planned within the budget
             losses[k] = value
     return out
+
+
+def coordinate_truncation(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float,
+                          analytic: np.ndarray, plus: np.ndarray, minus: np.ndarray, far: np.ndarray,
+                          threshold: float, reference: float) -> np.ndarray:
+    """Each coordinate's truncation bound (:func:`gradwatch.noise.truncation_terms`), from the loss at +3h
+    (``far``); where that side's estimate is suspicious (a kink between h and 3h, a large third
+    derivative, a loss that is not finite there), also from the loss at −3h, as far as the budget goes:
+    that side's bound when its estimate is not suspicious, else the smaller of the two."""
+    ev = ctx.ev
+    j_base = base_loss(ctx, ws)
+    numeric = (plus - minus) / (2 * step)
+    level = suspicious_level(analytic, numeric, threshold, reference)
+    estimate, noise = truncation_terms(step, plus, minus, far, j_base, ev)
+    bound: np.ndarray = truncation_bound(estimate, noise)
+    with np.errstate(invalid="ignore"):
+        todo = np.flatnonzero(~(2 * np.maximum(estimate - noise, 0.0) <= level))  # nan: suspicious too
+    if todo.size and ev.repeats < TOLERANCES.repeats and ev.affords(1):
+        # a far loss that looks wrong measured twice: randomness there would pass for a large truncation
+        worst = int(todo[np.argmax(np.nan_to_num(estimate[todo] - noise[todo], nan=-np.inf))])
+        (again,) = sweep(ctx, ws, slot, indices[worst : worst + 1], (FAR * step,), 0)
+        ev.repeats += 1
+        ev.same_point(float(far[worst]), float(again[0]), "a perturbed point measured twice")
+    if ev.limit is not None:
+        todo = todo[: max(0, ev.limit - ev.count)]
+    if todo.size:
+        (beyond,) = sweep(ctx, ws, slot, indices[todo], (-FAR * step,), 0)
+        est_m, noise_m = truncation_terms(step, minus[todo], plus[todo], beyond, j_base, ev)
+        with np.errstate(invalid="ignore"):
+            clean = 2 * np.maximum(est_m - noise_m, 0.0) <= level[todo]
+        bound[todo] = np.where(clean, truncation_bound(est_m, noise_m), np.fmin(bound[todo], truncation_bound(est_m, noise_m)))
+    return bound
 
 
 def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str) -> Outcome:
@@ -231,12 +269,13 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
     step = step_for(ctx, slot, 1, rms)
     kinks = 0
     with Workspace(ctx.params, [slot]) as ws:
-        plus, minus, far = sweep(ctx, ws, slot, indices, (step, -step, FAR * step))
+        plus, minus, far = sweep(ctx, ws, slot, indices, (step, -step, FAR * step), 2)
         numeric = (plus - minus) / (2 * step)
         gap = np.abs(analytic - numeric)
-        truncation = truncation_bound(*truncation_terms(step, plus, minus, far, base_loss(ctx, ws), ev))
+        truncation = coordinate_truncation(ctx, ws, slot, indices, step, analytic, plus, minus, far, threshold, reference)
         settled = np.isfinite(truncation)
-        bound = gap + ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0))) + truncation
+        roundoff = ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0)))
+        bound = gap + roundoff + truncation
         unexplained = np.zeros(indices.size)
         order = np.argsort(-np.nan_to_num(bound, nan=np.inf), kind="stable")[: TOLERANCES.recheck_cap]
         for k in order.tolist():
@@ -249,11 +288,14 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
             first = Measurement(step, float(numeric[k]), float(plus[k]), float(minus[k]))
             s = refine(ctx, ws, probe, first, threshold, reference, float(far[k]))
             gap[k], bound[k], unexplained[k], settled[k] = s.gap, s.bound, s.unexplained, s.settled
+            truncation[k] = roundoff[k] = 0.0  # measured again: its bound is the refined one
             kinks += s.cause == "kink"
     probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
     if not numeric_is_zero(probes):
         reference = float(np.linalg.norm(analytic))  # the floor is for a gradient that is zero: this one is not
-    return Outcome(probes, False, method, int(indices.size), reference, step, indices, 0, kinks)
+    with np.errstate(invalid="ignore"):
+        truncated = bool(np.linalg.norm(np.nan_to_num(truncation, nan=np.inf)) > np.linalg.norm(roundoff))
+    return Outcome(probes, False, method, int(indices.size), reference, step, indices, 0, kinks, truncated=truncated)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,16 +46,16 @@ class Settled:
         return self.numeric if math.isnan(self.last) else self.last
 
 
-def suspicious_level(analytic: float, m: Measurement, threshold: float, reference: float) -> float:
+def suspicious_level(analytic: Any, numeric: Any, threshold: float, reference: float) -> Any:
     """The share of a threshold-sized gap of the tensor above which a probe's gap is suspicious
-    (``reference``: the size of its gradient as this probe sees it)."""
-    return TOLERANCES.suspicious_share * threshold * max(abs(analytic) + abs(m.numeric), 2 * reference)
+    (``reference``: the size of its gradient as this probe sees it); floats, or arrays of them."""
+    return TOLERANCES.suspicious_share * threshold * np.maximum(np.abs(analytic) + np.abs(numeric), 2 * reference)
 
 
 def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
     """Whether a first measurement needs no re-measuring: its gap plus round-off is below
     :func:`suspicious_level`."""
-    return abs(analytic - m.numeric) + roundoff <= suspicious_level(analytic, m, threshold, reference)
+    return bool(abs(analytic - m.numeric) + roundoff <= suspicious_level(analytic, m.numeric, threshold, reference))
 
 
 def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, threshold: float, reference: float) -> bool:
@@ -67,7 +67,10 @@ def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, thresh
 
 def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> Optional[Tuple[float, float, float]]:
     """A kink exactly at the point: one-sided slopes differ by the same jump at the last two steps.
-    Returns ``(lower slope, upper slope, slack)`` at the last step, or ``None``."""
+    Returns ``(lower slope, upper slope, slack)`` at the last step, or ``None``. The slack is the
+    round-off and what curvature may still add to a one-sided slope at the last step: a first-order
+    slope's error shrinks with the step, so it is at most the slopes' move between the two steps times
+    last / (first − last), doubled. A piecewise-linear loss has none: its slopes are exact."""
     if len(trail) < 2:
         return None
     first, last = trail[-2], trail[-1]
@@ -81,7 +84,8 @@ def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> 
     jump1, jump2 = abs(f1 - b1), abs(f2 - b2)
     if not (jump2 > 8 * noise and abs(jump2 - jump1) <= 0.25 * jump2):
         return None
-    return min(f2, b2), max(f2, b2), 2 * noise + 0.25 * jump2 * (last.step / first.step)
+    curvature = max(abs(f1 - f2), abs(b1 - b2)) * last.step / (first.step - last.step)
+    return min(f2, b2), max(f2, b2), 2 * noise + 2 * curvature
 
 
 def _kink_explains(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, coordinate: bool) -> str:
@@ -132,8 +136,6 @@ def truncation_bound(estimate: Any, noise: Any) -> Any:
     return 2 * estimate + noise
 
 
-
-
 def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, threshold: float,
            reference: float, coordinate: bool = False, truncation: Optional[float] = None) -> Settled:
     """Turn a probe's measurements (first step first) into bounds. ``j0`` is the loss at the unperturbed
@@ -146,11 +148,13 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
     roundoff = ev.roundoff_of(last, j0)
     gap = abs(analytic - last.numeric)
     if not (math.isfinite(gap) and math.isfinite(roundoff)):
-        unexplained = math.inf if not math.isfinite(gap) else 0.0
-        return Settled(analytic, first.numeric, gap, math.inf, unexplained, True, "", last.numeric)
+        if not (math.isfinite(last.numeric) and math.isfinite(roundoff)):
+            # the loss is not finite within the step (a domain's edge, an overflow): no evidence either way
+            return Settled(analytic, first.numeric, gap, math.inf, 0.0, False, "", last.numeric)
+        return Settled(analytic, first.numeric, gap, math.inf, math.inf, True, "", last.numeric)
     if len(trail) == 1:
         known = truncation is not None and math.isfinite(truncation)
-        noise = roundoff + (truncation if truncation is not None and known else 0.0)
+        noise = roundoff + (truncation if known and truncation is not None else 0.0)
         clean = known and (gap_is_small(analytic, last, roundoff, threshold, reference) or gap <= roundoff)
         return Settled(analytic, first.numeric, gap, gap + noise, 0.0, clean, "", last.numeric)
     previous = trail[-2]
@@ -275,6 +279,11 @@ class ProbeSet:
         return cls(col("analytic"), col("last"), col("gap"), col("bound"), col("unexplained"),
                    all(p.settled for p in probes))
 
+    def subset(self, mask: np.ndarray) -> "ProbeSet":
+        """The probes where ``mask`` holds."""
+        return ProbeSet(self.analytic[mask], self.numeric[mask], self.gap[mask], self.bound[mask],
+                        self.unexplained[mask], self.settled)
+
     @property
     def noise(self) -> np.ndarray:
         """What each bound adds to its gap: the noise each probe may carry."""
@@ -287,6 +296,12 @@ def judge(probes: ProbeSet, threshold: float, reference: float, statistical: boo
     as the probes see it (‖g‖ for unit directions; the checked entries' norm for coordinates), floored
     for near-zero gradients; ``statistical`` for random directions."""
     a, n = probes.analytic, probes.numeric
+    if grad_finite and not bool(np.all(np.isfinite(n))):
+        # the loss was not finite within a step somewhere: those probes show nothing; the others may show an error
+        finite = np.isfinite(n)
+        rest = judge(probes.subset(finite), threshold, reference, statistical) if finite.any() else None
+        wrong = rest is not None and rest.verdict == "wrong"
+        return Judgement("wrong" if wrong else "inconclusive", math.nan, math.inf, rest.lower if rest else 0.0)
     difference = _formula2(a, n)
     if not grad_finite or not math.isfinite(difference):
         return Judgement("wrong", difference if grad_finite else math.nan, math.inf, math.inf)
@@ -318,10 +333,15 @@ def _formula2(a: np.ndarray, n: np.ndarray) -> float:
 
 def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: float,
                reference: float, threshold: float, statistical: bool, narrowed: bool = False,
-               step_roundoff: float = 0.0) -> str:
+               step_roundoff: float = 0.0, truncated_at: float = 0.0) -> str:
     """The reason a tensor is inconclusive, and what to do about it, from what limited the bound
     (``narrowed``: kinks within the first step made the probes shrink it; ``step_roundoff``: the loss's
-    round-off at the probes' last step, relative to twice the tensor's gradient, as a verdict sees it)."""
+    round-off at the probes' last step, relative to twice the tensor's gradient, as a verdict sees it;
+    ``truncated_at``: the coordinates' step, when truncation more than round-off widened their bounds)."""
+    if not bool(np.all(np.isfinite(probes.numeric))):
+        return ("the loss is not finite (nan or inf) within a step of the point: the parameters sit at the edge of "
+                "the loss's domain (log, sqrt, a division) or it overflows there: check at another point, or pass "
+                "a smaller epsilon")
     noise = probes.noise
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
         float(np.linalg.norm(noise)), reference)
@@ -334,6 +354,11 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     if noisy and ev.jitter > TOLERANCES.roundoff * _EPS64 * abs(j0):
         return (f"the loss varies by {ev.jitter:.1e} between calls at the same point, more than round-off: "
                 "make the loss deterministic (fixed summation order, no randomness)")
+    if noisy and truncated_at > 0:
+        return (f"the loss bends so sharply (a large third derivative: exp, sin or a sharp softplus of a large multiple "
+                f"of the parameter) that the truncation of a central difference at the step h = {truncated_at:.2g} "
+                "could hide an error of the threshold's size: pass a smaller epsilon (truncation falls with h², "
+                "round-off grows with 1/h), or check at another point")
     if noisy and epsilon is not None:
         return (f"epsilon={epsilon:g} is so small that round-off swamps the differences: leave epsilon=None "
                 "(gradwatch chooses the step) or pass a larger one")

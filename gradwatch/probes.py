@@ -74,6 +74,18 @@ class Evaluator:
             self.progress(self.count, max(self.planned, self.count))
         return value
 
+    def optional(self, mapping: Any) -> float:
+        """A loss the check can do without (the far point of a truncation bound, a few steps out): one that
+        ``loss_fn`` cannot compute there (it raises: a domain limit between h and 3h) is ``nan``, as a loss
+        that is not finite there is, and the bound it was for stays unknown. Counted all the same."""
+        try:
+            return self(mapping)
+        except Exception:  # the user's code, at a point gradwatch chose to visit: not the user's failure
+            self.count += 1
+            if self.progress is not None:
+                self.progress(self.count, max(self.planned, self.count))
+            return math.nan
+
     @property
     def precision(self) -> float:
         """The loss's relative precision: float64's, unless it comes back in (or rounded to) a narrower float."""
@@ -87,6 +99,8 @@ class Evaluator:
 
     def same_point(self, first: float, second: float, where: str) -> None:
         """Two losses at the same parameters: round-off-sized differences are noise, larger ones randomness."""
+        if first == second or (math.isnan(first) and math.isnan(second)):
+            return  # the same value, or nan twice: a deterministic loss (a domain's edge is not randomness)
         relative = max(TOLERANCES.randomness_rel * _EPS64, TOLERANCES.roundoff * self.precision)
         tol = relative * max(abs(first), abs(second)) + TOLERANCES.randomness_abs
         difference = abs(first - second)
@@ -248,13 +262,14 @@ def measure_steps(ev: Evaluator, ws: Workspace, probe: Probe, steps: Sequence[fl
     return out
 
 
-def loss_at(ev: Evaluator, ws: Workspace, probe: Probe, step: float) -> Optional[float]:
-    """The loss at ``θ + step·d`` alone (every tensor restored bitwise); ``None`` past the budget."""
+def loss_at(ev: Evaluator, ws: Workspace, probe: Probe, step: float, optional: bool = False) -> Optional[float]:
+    """The loss at ``θ + step·d`` alone (every tensor restored bitwise), through :meth:`Evaluator.optional`
+    when ``optional``; ``None`` past the budget."""
     if not ev.affords(1):
         return None
     try:
         _displace(ws, probe, step)
-        return ev(ws.mapping)
+        return ev.optional(ws.mapping) if optional else ev(ws.mapping)
     finally:
         ws.restore()
 

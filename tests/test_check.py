@@ -1303,3 +1303,75 @@ def test_a_large_sum_left_inconclusive_by_round_off_blames_round_off_not_a_kink(
     result = check_gradients(lambda q: float(np.sum(q["b"] ** 2)), {"b": b}, {"b": 2 * b}, seed=0)
     note = result.per_param["b"].note
     assert result.verdict == "inconclusive" and "round-off" in note and "a kink (ReLU" not in note
+
+
+# ------------------------------------------------------------------ the truncation's far point, and the loss's domain
+
+H_COORD = float(np.cbrt(EPS64))  # the coordinate step at a parameter scale of at most 1
+
+
+@pytest.mark.parametrize("sample, w", [("all", [1 - 2 * H_COORD]), ("auto", [0.3, 0.5, 1 - 2 * H_COORD])])
+def test_a_loss_that_raises_three_steps_out_is_checked_all_the_same(sample, w):
+    # θ ± h lie inside the loss's domain, θ + 3h (the truncation's far point) outside: the other side serves
+    def loss(q):
+        if np.any(q["W"] > 1.0):
+            raise ValueError("W must be <= 1")
+        return float(np.sum((q["W"] - 0.3) ** 2))
+
+    params = {"W": np.array(w)}
+    snap = {k: (v, v.tobytes(), v.dtype, v.shape) for k, v in params.items()}
+    result = check_gradients(loss, params, {"dW": 2 * (params["W"] - 0.3)}, sample=sample, seed=0)
+    assert result.passed
+    assert_intact(params, snap)
+    bad = check_gradients(loss, params, {"dW": 2.001 * (params["W"] - 0.3)}, sample=sample, seed=0)
+    assert bad.failed == ("W",)
+
+
+def test_kinks_between_one_and_three_steps_out_are_measured_from_the_other_side():
+    # 40 ReLU pre-activations at -2h: the central difference at ±h never crosses their kink, the far point
+    # at +3h does; more of them than the re-measures' cap, so the far point at -3h must clear them
+    w = np.concatenate([np.full(40, -2 * H_COORD), np.linspace(0.1, 0.9, 20)])
+    loss = lambda q: float(np.sum(np.maximum(q["W"], 0.0)) + 0.5 * np.sum(q["W"] ** 2))  # noqa: E731
+    result = check_gradients(loss, {"W": w}, {"dW": (w > 0) + w}, sample="all", seed=0)
+    assert result.passed
+    assert result.loss_evaluations <= 3 + 3 * 60 + 40 + TOLERANCES.repeats
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relu_entries_exactly_at_their_kink_are_never_called_wrong(seed):
+    # relu'(0) = 0 at ten entries exactly on the kink, thirty more within three steps of it; along a random
+    # direction a kink at the point is no place for one-sided estimates to show an error
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(-1, 1, 200)
+    idx = rng.choice(200, 40, replace=False)
+    w[idx[:10]] = 0.0
+    w[idx[10:]] = rng.uniform(-3, 3, 30) * H_COORD
+    loss = lambda q: float(np.sum(np.maximum(q["W"], 0.0)) + 0.5 * np.sum(q["W"] ** 2))  # noqa: E731
+    result = check_gradients(loss, {"W": w}, {"dW": (w > 0).astype(float) + w}, seed=seed)
+    assert result.per_param["W"].verdict != "wrong"
+
+
+@pytest.mark.parametrize("sample, n", [("all", 2), ("auto", 2), ("auto", 150)])
+def test_a_loss_that_is_not_finite_within_a_step_is_not_a_wrong_gradient(sample, n):
+    # log(v) at v of a few 1e-6: the step (6e-6) leaves the domain; nan there is no evidence of an error
+    v = np.linspace(2e-6, 5e-6, n)
+    result = check_gradients(lambda q: float(np.sum(np.log(q["v"]))), {"v": v}, {"dv": 1.0 / v}, sample=sample, seed=0)
+    pc = result.per_param["v"]
+    assert pc.verdict != "wrong"
+    assert pc.verdict == "right" or "not finite" in pc.note
+
+
+def test_a_gap_too_large_to_square_in_a_float_is_localised_without_overflow():
+    w = np.linspace(0.1, 1.0, 150)
+    c = 1e155
+    result = check_gradients(lambda q: float(c * np.sum(q["W"] ** 2)), {"W": w}, {"dW": 3 * c * w}, seed=0)
+    assert result.failed == ("W",)
+
+
+def test_truncation_that_limits_a_coordinate_check_is_named_in_the_note():
+    # exp(1000 w) over 78 entries: more entries bend too sharply at the step than the re-measures reach
+    k, w = 1000.0, np.random.default_rng(0).uniform(-1, 1, 78) * 0.01
+    shift = k * np.max(w)
+    loss = lambda q: float(np.sum(np.exp(k * q["W"] - shift)))  # noqa: E731
+    pc = check_gradients(loss, {"W": w}, {"dW": k * np.exp(k * w - shift)}, seed=0).per_param["W"]
+    assert pc.verdict == "inconclusive" and "truncation" in pc.note and "round-off" not in pc.note.split(":")[0]

@@ -314,11 +314,21 @@ def test_a_kink_bound_is_twice_the_round_off_and_explains_the_gap():
 
 @pytest.mark.parametrize("side", [1.0, -1.0])
 def test_a_kink_excuses_a_gradient_up_to_its_slack_beyond_the_one_sided_slopes(side):
-    # slack = 2 × round-off + a quarter of the jump scaled by the step ratio (1/4): 0.125 here
-    slack = 0.25 * 2.0 * 0.25
-    inside = settle(side * (1 + 0.9 * slack), kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
-    outside = settle(side * (1 + 1.1 * slack), kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
+    # the backward slope moves from -1 to -0.9 between the steps (1e-3, 2.5e-4): curvature may still add
+    # 0.1 × 2.5e-4 / 7.5e-4 to it, doubled: a slack of 0.0667 (and 2 × round-off) beyond the slopes 1, -0.9
+    trail = kink_trail(slopes_first=(1.0, -1.0), slopes_last=(1.0, -0.9))
+    slack = 2 * 0.1 / 3
+    upper, lower = 1.0, -0.9
+    edge = upper if side > 0 else lower
+    inside = settle(edge + side * 0.9 * slack, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
+    outside = settle(edge + side * 1.1 * slack, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
     assert inside.cause == "kink" and outside.cause != "kink"
+
+
+def test_a_piecewise_linear_kink_excuses_no_more_than_round_off_beyond_its_slopes():
+    # slopes 1 and -1 at both steps: exact, so 1.03 (3% of the jump past the upper slope) is not excused
+    assert settle(1.03, kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True).cause != "kink"
+    assert settle(1.0, kink_trail(), evaluator(), 0.0, 1e-7, 1.0, coordinate=True).cause == "kink"
 
 
 def test_a_kink_whose_jump_changes_by_more_than_a_quarter_is_not_at_the_point():
@@ -338,8 +348,14 @@ def test_a_kink_must_stand_eight_round_offs_out_of_the_noise(ratio, kink):
     assert (s.cause == "kink") is kink
 
 
-def test_a_non_finite_estimate_shows_an_unbounded_error():
+def test_a_non_finite_estimate_proves_nothing_either_way():
+    # the loss is not finite within the step (a domain's edge, an overflow): not evidence of a wrong gradient
     s = settle(2.0, [m(1e-6, math.inf)], evaluator(), 1.0, 1e-7, 2.0)
+    assert s.bound == math.inf and s.unexplained == 0.0 and not s.settled
+
+
+def test_a_non_finite_gradient_against_a_finite_estimate_shows_an_unbounded_error():
+    s = settle(math.inf, [m(1e-6, 2.0)], evaluator(), 1.0, 1e-7, 2.0)
     assert s.bound == math.inf and s.unexplained == math.inf and s.settled
 
 
@@ -401,9 +417,25 @@ def test_a_non_finite_gradient_has_no_difference_and_no_bound():
     assert math.isnan(j.difference) and j.upper == math.inf and j.lower == math.inf
 
 
-def test_a_non_finite_estimate_is_wrong_with_a_nan_difference():
+def test_a_non_finite_estimate_is_inconclusive_with_a_nan_difference():
     j = judge(probes([1.0, 2.0], [1.0, math.nan]), 1e-7, 1.0, statistical=False)
-    assert j.verdict == "wrong" and math.isnan(j.difference)
+    assert j.verdict == "inconclusive" and math.isnan(j.difference)
+
+
+def test_the_finite_estimates_beside_a_non_finite_one_can_still_show_an_error():
+    j = judge(probes([1.0, 2.0, 3.0], [1.5, math.nan, 3.0], unexplained=[0.5, 0.0, 0.0]), 1e-7, 1.0, statistical=False)
+    assert j.verdict == "wrong" and math.isnan(j.difference) and j.lower > 0.05
+
+
+def test_a_gradient_that_is_not_finite_is_wrong_whatever_the_estimates():
+    j = judge(probes([1.0, 2.0], [1.0, math.nan]), 1e-7, 1.0, statistical=False, grad_finite=False)
+    assert j.verdict == "wrong"
+
+
+def test_a_non_finite_estimate_is_blamed_on_the_loss_not_on_a_kink():
+    from gradwatch.noise import why_unsure
+    reason = why_unsure(probes([1.0, 2.0], [1.0, math.inf]), evaluator(), None, 1.0, 1.0, 1e-7, False)
+    assert "not finite" in reason and "kink" not in reason
 
 
 def test_a_probe_set_reports_the_last_estimates():

@@ -419,3 +419,26 @@ def test_a_difference_of_exactly_the_tolerance_is_noise():
     assert x == tol(x)
     ev.same_point(0.0, x, "test")
     assert ev.jitter == x
+
+
+def test_a_loss_that_is_nan_twice_at_the_same_point_is_not_randomness():
+    ev = Evaluator(lambda p: 0.0, None, 0, None)
+    ev.same_point(math.nan, math.nan, "twice")
+    ev.same_point(math.inf, math.inf, "twice")
+    with pytest.raises(DropoutActiveError):
+        ev.same_point(1.0, math.nan, "twice")
+
+
+def test_an_optional_loss_that_raises_is_nan_and_counted():
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        raise ValueError("outside the domain")
+
+    seen = []
+    ev = Evaluator(loss, lambda done, planned: seen.append(done), 5, None)
+    assert math.isnan(ev.optional({}))
+    assert ev.count == 1 == len(calls) and seen == [1]
+    with pytest.raises(ValueError):
+        ev({})
