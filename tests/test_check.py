@@ -1375,3 +1375,28 @@ def test_truncation_that_limits_a_coordinate_check_is_named_in_the_note():
     loss = lambda q: float(np.sum(np.exp(k * q["W"] - shift)))  # noqa: E731
     pc = check_gradients(loss, {"W": w}, {"dW": k * np.exp(k * w - shift)}, seed=0).per_param["W"]
     assert pc.verdict == "inconclusive" and "truncation" in pc.note and "round-off" not in pc.note.split(":")[0]
+
+
+@pytest.mark.parametrize("seed", [4, 8])
+def test_a_bend_narrower_than_the_smallest_step_is_not_called_wrong(seed):
+    # softplus(1e9 w) / 1e9 at w of 1e-8: the bend (width 1e-9) looks like a kink beside the point at every
+    # step tried, and the slope beyond it (1) like the derivative (sigmoid(9.5) = 0.99993): nothing is shown
+    k = 1e9
+    w = np.random.default_rng(seed).uniform(-1e-8, 1e-8, 3)
+    loss = lambda q: float(np.sum(np.logaddexp(0.0, k * q["W"])) / k)  # noqa: E731
+    result = check_gradients(loss, {"W": w}, {"dW": 1 / (1 + np.exp(-k * w))}, sample="all", seed=seed)
+    assert result.per_param["W"].verdict != "wrong"
+
+
+def test_estimates_that_agree_by_chance_at_a_step_beyond_the_losses_features_are_not_an_error():
+    # sin(376 w) in float32: a float32 loss's step (up to 0.08) spans several periods, and the estimates are
+    # noise; two of them agreeing by chance used to call this right gradient wrong (seed 0 did)
+    k = 376.0
+    wrong = []
+    for seed in range(12):
+        w = np.random.default_rng(seed).uniform(-1, 1, 2).astype(np.float32)
+        loss = lambda q: np.float32(np.sum(np.sin(np.float32(k) * np.asarray(q["W"], dtype=np.float32))))  # noqa: E731
+        g = (k * np.cos(k * w.astype(np.float64))).astype(np.float32)
+        if check_gradients(loss, {"W": w}, {"dW": g}, sample="all", seed=seed).failed:
+            wrong.append(seed)
+    assert wrong == []

@@ -298,12 +298,39 @@ def test_refining_out_of_budget_after_the_first_measurement_reads_no_base_loss()
 
 def test_refining_never_reads_the_base_loss_past_the_budget():
     params, grads, loss = sin_model(error=0.5)
-    ctx, (slot,) = limited_context(loss, frozen(params), grads, 4)  # the first step and one smaller step
+    # the first step, one smaller step, the base loss of the float64 copy, and one smaller step still
+    ctx, (slot,) = limited_context(loss, frozen(params), grads, 7)
     probe = Probe.of([(coordinate(slot, 3), 1.0)])
     with Workspace(ctx.params, [slot]) as ws:
         first = measure(ctx.ev, ws, probe, 1e-4)
         s = refine(ctx, ws, probe, first, 1e-7, 1.0)
     assert ctx.ev.count == ctx.ev.limit and s.unexplained > 0.4
+
+
+def test_an_error_two_steps_agree_on_is_shown_only_once_a_third_confirms_it():
+    params, grads, loss = sin_model(error=0.5)
+    ctx, (slot,) = limited_context(loss, frozen(params), grads, 4)  # no room for the third step
+    probe = Probe.of([(coordinate(slot, 3), 1.0)])
+    with Workspace(ctx.params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-4)
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert ctx.ev.count == ctx.ev.limit and s.gap > 0.4 and s.unexplained == 0.0
+
+
+def test_two_estimates_that_agree_by_chance_show_no_error():
+    # slope 1 at the first two steps (h, h/4), 5 below h/8: the two agree on a gap of 1 that the third undoes
+    h = 1e-4
+
+    def loss(p):
+        t = float(p["w"][0])
+        return t if abs(t) >= h / 8 else 5.0 * t
+
+    ctx, (slot,) = context(loss, {"w": np.zeros(2)}, {"dw": np.zeros(2)})
+    probe = Probe(((coordinate(slot, 0), 1.0),), 0.0)
+    with Workspace(ctx.params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, h)
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert s.gap > 0.5 and s.unexplained == 0.0 and not s.settled
 
 
 def test_a_real_error_that_settles_pays_for_no_escape():
