@@ -176,7 +176,7 @@ def _context(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float, ep
              threshold: Optional[float], seed: int) -> Context:
     norms = {s.name: s.grad_norm() for s in slots}
     entries = sum(s.size for s in slots)
-    rms = math.sqrt(math.fsum(v * v for v in norms.values() if math.isfinite(v)) / entries) if entries else 0.0
+    rms = math.hypot(*(v for v in norms.values() if math.isfinite(v))) / math.sqrt(entries) if entries else 0.0
     return Context(
         ev=ev, params=params, j0=j0, epsilon=epsilon,
         thresholds={s.name: threshold if threshold is not None else threshold_for(s.array.dtype) for s in slots},

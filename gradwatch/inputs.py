@@ -199,8 +199,16 @@ class Slot:
         return self.grad[lo:hi].astype(np.float64, copy=False)
 
     def grad_norm(self) -> float:
-        parts = (self.grad_chunk(lo, hi) for lo, hi in chunks(0, self.size))
-        return math.sqrt(math.fsum(float(np.dot(c, c)) for c in parts))
+        """‖grad‖₂; where the squares overflow (entries of 1e160), again scaled by the largest entry."""
+        with np.errstate(over="ignore"):
+            squares = math.fsum(float(np.dot(c, c)) for c in (self.grad_chunk(lo, hi) for lo, hi in chunks(0, self.size)))
+        if math.isfinite(squares):
+            return math.sqrt(squares)
+        top = max(float(np.max(np.abs(self.grad_chunk(lo, hi)), initial=0.0)) for lo, hi in chunks(0, self.size))
+        if not math.isfinite(top):
+            return top
+        parts = (self.grad_chunk(lo, hi) / top for lo, hi in chunks(0, self.size))
+        return top * math.sqrt(math.fsum(float(np.dot(c, c)) for c in parts))
 
     def values(self, lo: int, hi: int) -> np.ndarray:
         """The tensor's entries ``[lo, hi)`` as float64 (a copy)."""

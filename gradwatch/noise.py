@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .numerics import relative_difference
 from .probes import Evaluator, Measurement
 from .tolerances import TOLERANCES
 
@@ -66,11 +67,14 @@ def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, thresh
 
 
 def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> Optional[Tuple[float, float, float]]:
-    """A kink exactly at the point: one-sided slopes differ by the same jump at the last two steps.
-    Returns ``(lower slope, upper slope, slack)`` at the last step, or ``None``. The slack is the
-    round-off and what curvature may still add to a one-sided slope at the last step: a first-order
-    slope's error shrinks with the step, so it is at most the slopes' move between the two steps times
-    last / (first − last), doubled. A piecewise-linear loss has none: its slopes are exact."""
+    """A kink exactly at the point: ``(lower slope, upper slope, slack)`` there, or ``None``.
+
+    A one-sided slope at step h is the side's derivative plus h/2 × the curvature (and h²/6 × the third
+    derivative); each side's slope at the last two steps, extrapolated linearly to h = 0, gives its
+    derivative. A kink at the point leaves the two derivatives apart (by more than 8 round-offs) and
+    moves the two slopes by opposite amounts (curvature; within a quarter of the jump): a kink beside the
+    point moves one side only, by an amount that grows as the step shrinks towards it. The slack is the
+    extrapolated slopes' round-off and what the third derivative leaves of the two sides' moves."""
     if len(trail) < 2:
         return None
     first, last = trail[-2], trail[-1]
@@ -81,11 +85,17 @@ def _corner_at_point(trail: Sequence[Measurement], ev: Evaluator, j0: float) -> 
 
     f1, b1 = slopes(first)
     f2, b2 = slopes(last)
-    jump1, jump2 = abs(f1 - b1), abs(f2 - b2)
-    if not (jump2 > 8 * noise and abs(jump2 - jump1) <= 0.25 * jump2):
+    r = last.step / (first.step - last.step)
+    forward, backward = f2 + (f2 - f1) * r, b2 + (b2 - b1) * r
+    jump = abs(forward - backward)
+    uneven = abs((f2 - f1) + (b2 - b1))  # curvature moves the sides oppositely: what is left is not curvature
+    # the jump stands out of the round-off, and either dominates the slopes' difference at the last step or,
+    # where curvature dominates it, stands out of 64 round-offs (a loss built of terms larger than itself
+    # rounds off more than its bound on |J| says, and the extrapolation carries that)
+    clear = jump > 8 * noise and (jump >= 0.5 * abs(f2 - b2) or jump > 64 * noise)
+    if not (clear and uneven <= 0.25 * jump + 4 * noise):
         return None
-    curvature = max(abs(f1 - f2), abs(b1 - b2)) * last.step / (first.step - last.step)
-    return min(f2, b2), max(f2, b2), 2 * noise + 2 * curvature
+    return min(forward, backward), max(forward, backward), 2 * (1 + 2 * r) * noise + uneven * r
 
 
 def _kink_explains(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: float, coordinate: bool) -> str:
@@ -234,6 +244,29 @@ def chi2_lower_quantile(k: int, alpha: float) -> float:
     return 2.0 * float((alpha * math.gamma(k / 2 + 1)) ** (2.0 / k))
 
 
+def chi2_upper_quantile(k: int, alpha: float) -> float:
+    """The ``1 − alpha`` quantile of chi-square with ``k`` degrees of freedom: exceeded with probability
+    ``alpha`` (bisection on the survival function, from the series of the lower incomplete gamma)."""
+
+    def survival(x: float) -> float:
+        a, z = k / 2, x / 2
+        term = total = 1.0
+        n = 0
+        while term > 1e-17 * total and n < 10_000:
+            n += 1
+            term *= z / (a + n)
+            total += term
+        return 1.0 - math.exp(-z + a * math.log(z) - math.lgamma(a + 1)) * total if z > 0 else 1.0
+
+    lo, hi = 0.0, float(k)
+    while survival(hi) > alpha:
+        lo, hi = hi, 2 * hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if survival(mid) > alpha else (lo, mid)
+    return hi
+
+
 @dataclass(frozen=True)
 class Judgement:
     verdict: str  # "right", "wrong" or "inconclusive"
@@ -315,9 +348,7 @@ def judge(probes: ProbeSet, threshold: float, reference: float, statistical: boo
         upper = direction_upper(probes.bound.tolist(), reference)
     else:
         upper = relative_upper(bound_norm, reference)
-    unexplained = float(np.linalg.norm(probes.unexplained))
-    denominator = float(np.linalg.norm(a) + np.linalg.norm(n) + np.linalg.norm(probes.noise))
-    lower = unexplained / denominator if denominator > 0 else (math.inf if unexplained > 0 else 0.0)
+    lower = direction_lower(probes.unexplained.tolist(), reference) if statistical else _coordinate_lower(probes)
     if lower >= threshold:
         return Judgement("wrong", difference, upper, lower)
     if upper < threshold and probes.settled:
@@ -325,13 +356,27 @@ def judge(probes: ProbeSet, threshold: float, reference: float, statistical: boo
     return Judgement("inconclusive", difference, upper, lower)
 
 
-def _formula2(a: np.ndarray, n: np.ndarray) -> float:
-    if a.size == 0:
+def _coordinate_lower(probes: ProbeSet) -> float:
+    """Formula (2) at least, from the coordinates' unexplained gaps (‖γ‖ at most ‖n‖ plus the noise)."""
+    unexplained = float(np.linalg.norm(probes.unexplained))
+    denominator = float(np.linalg.norm(probes.analytic) + np.linalg.norm(probes.numeric) + np.linalg.norm(probes.noise))
+    return unexplained / denominator if denominator > 0 else (math.inf if unexplained > 0 else 0.0)
+
+
+def direction_lower(unexplained: Sequence[float], reference: float) -> float:
+    """Formula (2) at least, from ``k`` random-direction probes' unexplained gaps: the error's norm is at least
+    their RMS scaled by the chi-square upper tail (a few projections can overstate it), except with
+    probability ``false_alarm_rate``; then ``‖e‖ / (2‖g‖ + ‖e‖)``, ``‖g‖ = reference``."""
+    k = len(unexplained)
+    sq = math.fsum(u * u for u in unexplained)
+    if k == 0 or sq == 0.0:
         return 0.0
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(n))):
-        return math.nan
-    denominator = float(np.linalg.norm(a) + np.linalg.norm(n))
-    return float(np.linalg.norm(a - n)) / denominator if denominator > 0 else 0.0
+    norm = math.sqrt(sq / chi2_upper_quantile(k, TOLERANCES.false_alarm_rate))
+    return norm / (2 * reference + norm) if math.isfinite(norm) else math.inf
+
+
+def _formula2(a: np.ndarray, n: np.ndarray) -> float:
+    return relative_difference(a, n) if a.size else 0.0
 
 
 def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: float,
@@ -368,8 +413,9 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     # round-off alone at the step makes every direction useless (replaced, then unsettled): not a kink
     swamped = statistical and not narrowed and step_roundoff > TOLERANCES.useful_noise_share * threshold
     if not probes.settled and not swamped:
-        return ("a kink (ReLU, max or abs switching) moves the estimate at every step tried and no one-sided "
-                "slope matches the gradient: check at another point (another seed or batch), or with smooth activations")
+        return ("the estimate moves at every step tried, as a kink (ReLU, max or abs switching) near the point or a "
+                "loss that bends too sharply for these steps makes it, and no one-sided slope matches the gradient: "
+                "check at another point (another seed or batch), or with smooth activations")
     if noisy and narrowed:
         return (f"kinks (ReLU, max or abs switching) lie so close to the point that the step had to shrink until the "
                 f"loss's round-off (|J| = {abs(j0):.3g}) hides errors of the threshold's size (the noise alone bounds "

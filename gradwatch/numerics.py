@@ -61,11 +61,11 @@ def relative_difference(grad: ArrayLike, gradapprox: ArrayLike) -> float:
         raise ValueError(f"grad and gradapprox must have the same shape; got {g.shape} and {a.shape}")
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(a))):
         return float("nan")
-    numerator = np.linalg.norm(g - a)
-    denominator = np.linalg.norm(g) + np.linalg.norm(a)
-    if denominator == 0.0:
+    scale = max(float(np.max(np.abs(g), initial=0.0)), float(np.max(np.abs(a), initial=0.0)))
+    if scale == 0.0:
         return 0.0
-    return float(numerator / denominator)
+    g, a = g / scale, a / scale  # the formula is scale-free; scaled, 1e200-sized entries do not overflow it
+    return float(np.linalg.norm(g - a) / (np.linalg.norm(g) + np.linalg.norm(a)))
 
 
 @dataclass(frozen=True)

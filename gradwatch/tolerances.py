@@ -30,6 +30,9 @@ class Tolerances:
     #: The chance, per tensor and check, that a direction check calls right an error exactly at the
     #: threshold (the sampling risk of random projections; larger errors are missed far less often).
     false_pass_rate: float = 1e-4
+    #: The chance, per tensor and check, that a direction check calls wrong an error of the threshold's size
+    #: (the projections' luck the other way: a few directions can overstate an error below the threshold).
+    false_alarm_rate: float = 1e-2
     #: At most this many suspicious probes per check are measured twice at the same step (randomness).
     repeats: int = 3
     #: A probe is re-measured when its gap plus noise exceeds this share of a threshold-sized gap.

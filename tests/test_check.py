@@ -1400,3 +1400,22 @@ def test_estimates_that_agree_by_chance_at_a_step_beyond_the_losses_features_are
         if check_gradients(loss, {"W": w}, {"dW": g}, sample="all", seed=seed).failed:
             wrong.append(seed)
     assert wrong == []
+
+
+def test_an_error_below_the_threshold_is_never_called_wrong_along_directions():
+    # an error of formula-(2) size 5e-8 (half the threshold): a few projections can overstate it, and a
+    # "wrong" must hold against that luck as a "right" does against the other
+    wrong = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        params = {"W": rng.standard_normal((4, 30)), "b": rng.standard_normal((4, 1))}
+        x = rng.standard_normal((30, 8))
+        z = np.tanh(params["W"] @ x + params["b"])
+        gw = (1 - z ** 2) @ x.T
+        e = rng.standard_normal(gw.shape)
+        e *= 2 * 5e-8 * np.linalg.norm(gw) / np.linalg.norm(e)
+        grads = {"dW": gw + e, "db": (1 - z ** 2).sum(1, keepdims=True)}
+        result = check_gradients(lambda q: float(np.sum(np.tanh(q["W"] @ x + q["b"]))), params, grads, seed=seed)
+        if result.per_param["W"].verdict == "wrong":
+            wrong.append(seed)
+    assert wrong == []

@@ -258,3 +258,9 @@ def test_views_of_one_buffer_that_do_not_overlap_are_separate_parameters():
     assert np.may_share_memory(a, b)
     slots = build_slots({"a": a, "b": b}, {"da": np.ones(3), "db": np.ones(3)})
     assert [s.name for s in slots] == ["a", "b"]
+
+
+def test_a_gradient_norm_whose_squares_overflow_is_computed_scaled():
+    slot = build_slots({"w": np.zeros(3)}, {"dw": np.array([3e160, -4e160, 0.0])})[0]
+    assert slot.grad_norm() == pytest.approx(5e160)
+    assert build_slots({"w": np.zeros(2)}, {"dw": np.array([3.0, 4.0])})[0].grad_norm() == 5.0

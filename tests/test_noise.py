@@ -313,16 +313,30 @@ def test_a_kink_bound_is_twice_the_round_off_and_explains_the_gap():
 
 
 @pytest.mark.parametrize("side", [1.0, -1.0])
-def test_a_kink_excuses_a_gradient_up_to_its_slack_beyond_the_one_sided_slopes(side):
-    # the backward slope moves from -1 to -0.9 between the steps (1e-3, 2.5e-4): curvature may still add
-    # 0.1 × 2.5e-4 / 7.5e-4 to it, doubled: a slack of 0.0667 (and 2 × round-off) beyond the slopes 1, -0.9
+def test_a_kink_excuses_a_gradient_up_to_its_slack_beyond_the_extrapolated_slopes(side):
+    # the backward slope moves from -1 to -0.9 between the steps (1e-3, 2.5e-4): extrapolated to a step of 0,
+    # -0.9 + 0.1/3; the forward slope stays at 1. The uneven move (0.1) is not curvature: a third of it is slack
     trail = kink_trail(slopes_first=(1.0, -1.0), slopes_last=(1.0, -0.9))
-    slack = 2 * 0.1 / 3
-    upper, lower = 1.0, -0.9
+    upper, lower, slack = 1.0, -0.9 + 0.1 / 3, 0.1 / 3
     edge = upper if side > 0 else lower
     inside = settle(edge + side * 0.9 * slack, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
     outside = settle(edge + side * 1.1 * slack, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=True)
     assert inside.cause == "kink" and outside.cause != "kink"
+
+
+def test_curvature_beside_a_kink_is_extrapolated_away_not_excused():
+    # slopes 1 + h·A/2 forward and -1 - h·A/2 backward (curvature A = 100): at a step of 0 they are 1 and -1
+    A = 100.0
+    trail = [Measurement(h, 0.0, (1 + h * A / 2) * h, -(-1 - h * A / 2) * h) for h in (1e-3, 2.5e-4)]
+    assert settle(1.0, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=True).cause == "kink"
+    assert settle(1.0 + 1e-5, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=True).cause != "kink"
+
+
+def test_a_small_jump_under_large_curvature_is_still_a_kink_at_the_point():
+    # a jump of 1e-3 between slopes that curvature (A = 1e3) moves by far more between the steps
+    A, c = 1e3, 1e-3
+    trail = [Measurement(h, c / 2, (c + h * A / 2) * h, (h * A / 2) * h) for h in (1e-3, 2.5e-4)]
+    assert settle(0.0, trail, evaluator(), 0.0, 1e-7, 1.0, coordinate=False).cause == "corner"
 
 
 def test_a_piecewise_linear_kink_excuses_no_more_than_round_off_beyond_its_slopes():
@@ -576,3 +590,51 @@ def test_a_gradient_at_round_off_level_is_judged_against_the_floor():
     # 1e-9 per entry is small, not zero: its own size
     assert reference_norm(1e-8, 100, 1.0, eps) == 1e-8
     assert reference_norm(0.0, 0, 1.0, eps) == 0.0
+
+
+# ------------------------------------------------------------------ wrong needs a margin too
+
+@pytest.mark.parametrize("k", [1, 2, 5, 8])
+def test_the_chi_square_upper_quantile_is_exceeded_with_the_probability_asked(k):
+    from gradwatch.noise import chi2_upper_quantile
+
+    rng = np.random.default_rng(k)
+    q = chi2_upper_quantile(k, 0.05)
+    share = float(np.mean(np.sum(rng.standard_normal((200_000, k)) ** 2, axis=1) > q))
+    assert share == pytest.approx(0.05, abs=0.003)
+    assert chi2_upper_quantile(2, 1e-2) == pytest.approx(-2 * math.log(1e-2), rel=1e-9)
+
+
+def test_a_direction_lower_bound_discounts_what_a_few_projections_can_overstate():
+    from gradwatch.noise import chi2_upper_quantile, direction_lower
+
+    q = chi2_upper_quantile(2, TOLERANCES.false_alarm_rate)
+    norm = math.sqrt((3.0 ** 2 + 4.0 ** 2) / q)
+    assert direction_lower([3.0, 4.0], 10.0) == pytest.approx(norm / (20.0 + norm))
+    assert direction_lower([0.0, 0.0], 10.0) == 0.0 and direction_lower([], 10.0) == 0.0
+
+
+def test_projections_that_overstate_an_error_below_the_threshold_do_not_make_it_wrong():
+    # two probes whose projections of g are 1 and whose unexplained gaps say 1.5e-7: raw, formula (2) reads
+    # ~1e-7 and more; with the tail margin over two projections the error is not shown to reach the threshold
+    p = probes([1.0, 1.0], [1.0 + 1.5e-7, 1.0 + 1.5e-7], unexplained=[1.5e-7, 1.5e-7])
+    assert judge(p, 1e-7, 1.0, statistical=True).verdict != "wrong"
+    big = probes([1.0, 1.0], [1.0 + 1e-5, 1.0 + 1e-5], unexplained=[1e-5, 1e-5])
+    assert judge(big, 1e-7, 1.0, statistical=True).verdict == "wrong"
+
+
+def test_curvature_with_round_off_in_the_extrapolation_is_not_a_kink():
+    # slopes moved oppositely by curvature, the extrapolated jump 16 round-offs (a loss summed from terms
+    # larger than itself rounds off more than its bound): below 64 round-offs and half the last jump
+    ev = evaluator()
+    j0, A = 1.0, 1e3
+    noise = ev.roundoff(2.5e-4, j0)
+    off = 6 * noise  # round-off at the last step, opposite on the two sides: an extrapolated jump of 16 round-offs
+
+    def m_at(h, off):
+        return Measurement(h, 0.0, j0 + (1.0 + h * A / 2 + off) * h, j0 - (1.0 - h * A / 2 - off) * h)
+
+    trail = [m_at(1e-3, 0.0), m_at(2.5e-4, off)]
+    from gradwatch.noise import _corner_at_point
+
+    assert _corner_at_point(trail, ev, j0) is None

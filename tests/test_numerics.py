@@ -114,3 +114,10 @@ def test_default_thresholds():
     assert default_threshold(np.float64) == 1e-7
     assert default_threshold(np.float32) == 1e-4
     assert default_threshold(np.float16) == 1e-2
+
+
+def test_formula_2_of_entries_whose_squares_overflow_is_finite():
+    from gradwatch import relative_difference
+
+    assert relative_difference([3e200, 4e200], [3e200, 4e200]) == 0.0
+    assert relative_difference([1e300], [3e300]) == pytest.approx(0.5)
