@@ -7,7 +7,9 @@ noise explains. A tensor is then
 * **right** when an upper bound on its relative difference is below the threshold: for random
   directions, a bound that holds except with probability ``false_pass_rate`` whatever the layout
   of the error (chi-square lower tail of the projections); for coordinates, the plain bound;
-* **wrong** when the part of its gaps that noise cannot explain reaches the threshold;
+* **wrong** when the part of its gaps that noise cannot explain reaches the threshold: for random
+  directions, scaled by the chi-square upper tail, so that a few projections overstating an error
+  below the threshold make it wrong with probability at most ``false_alarm_rate``;
 * **inconclusive** otherwise, with the reason and what to do.
 
 Noise never makes a tensor right: it only widens the bound.
