@@ -513,20 +513,25 @@ def test_a_loss_that_jumps_every_third_call_is_refused():
         check_gradients(jumpy, params, {k: 2 * v for k, v in backward(params).items()}, seed=0)
 
 
+def tanh_layer(seed):
+    """sum(tanh(W x + b)) for a 4x30 W and a 4x1 b (124 entries: screens and directions): params, loss,
+    and the exact gradients."""
+    rng = np.random.default_rng(seed)
+    params = {"W": rng.standard_normal((4, 30)), "b": rng.standard_normal((4, 1))}
+    x = rng.standard_normal((30, 8))
+    z = np.tanh(params["W"] @ x + params["b"])
+    return params, (lambda q: float(np.sum(np.tanh(q["W"] @ x + q["b"])))), (1 - z**2) @ x.T, (1 - z**2).sum(1, keepdims=True)
+
+
 @pytest.mark.parametrize("layout", ["constant", "zero_sum", "swapped", "one_entry"])
 def test_no_error_layout_hides_in_a_small_bias(layout):
     # a ±1 direction cancels a constant offset when its signs balance; normal directions do not
     missed = []
     for seed in range(40):
-        rng = np.random.default_rng(seed)
-        params = {"W": rng.standard_normal((4, 30)), "b": rng.standard_normal((4, 1))}
-        x = rng.standard_normal((30, 8))
-        z = np.tanh(params["W"] @ x + params["b"])
-        gb = (1 - z**2).sum(1, keepdims=True)
+        params, loss, gw, gb = tanh_layer(seed)
         error = {"constant": np.full((4, 1), 1e-3), "zero_sum": np.array([[1e-3], [-1e-3], [1e-3], [-1e-3]]),
                  "swapped": gb[[1, 0, 2, 3]] - gb, "one_entry": np.array([[0], [1e-3], [0], [0]])}[layout]
-        grads = {"dW": (1 - z**2) @ x.T, "db": gb + error}
-        result = check_gradients(lambda q: float(np.sum(np.tanh(q["W"] @ x + q["b"]))), params, grads, seed=seed)
+        result = check_gradients(loss, params, {"dW": gw, "db": gb + error}, seed=seed)
         if result.failed != ("b",):
             missed.append(seed)
     assert missed == []
@@ -1407,15 +1412,10 @@ def test_an_error_below_the_threshold_is_never_called_wrong_along_directions():
     # "wrong" must hold against that luck as a "right" does against the other
     wrong = []
     for seed in range(10):
-        rng = np.random.default_rng(seed)
-        params = {"W": rng.standard_normal((4, 30)), "b": rng.standard_normal((4, 1))}
-        x = rng.standard_normal((30, 8))
-        z = np.tanh(params["W"] @ x + params["b"])
-        gw = (1 - z ** 2) @ x.T
-        e = rng.standard_normal(gw.shape)
+        params, loss, gw, gb = tanh_layer(seed)
+        e = np.random.default_rng(100 + seed).standard_normal(gw.shape)
         e *= 2 * 5e-8 * np.linalg.norm(gw) / np.linalg.norm(e)
-        grads = {"dW": gw + e, "db": (1 - z ** 2).sum(1, keepdims=True)}
-        result = check_gradients(lambda q: float(np.sum(np.tanh(q["W"] @ x + q["b"]))), params, grads, seed=seed)
+        result = check_gradients(loss, params, {"dW": gw + e, "db": gb}, seed=seed)
         if result.per_param["W"].verdict == "wrong":
             wrong.append(seed)
     assert wrong == []
