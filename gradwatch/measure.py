@@ -113,20 +113,18 @@ def clean_first(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, t
     roundoff = ev.roundoff_of(first, ctx.j0)
     small = gap_is_small(a, first, roundoff, threshold, reference)
     if not probe.coordinate:
-        return settle(a, [first], ev, ctx.j0, threshold, reference, False, 0.0) if small else None
+        return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate, 0.0) if small else None
     if not (small or abs(a - first.numeric) <= roundoff):
         return None
     j_base = affordable_base_loss(ctx, ws)
     if j_base is None:
         return None
-    for side in (1.0, -1.0):
-        if side > 0 and far is None:
-            far = loss_at(ev, ws, probe, FAR * first.step, optional=True)
-        elif side < 0:
-            far = loss_at(ev, ws, probe, -FAR * first.step, optional=True)
+    for plus in (True, False):
+        if not plus or far is None:
+            far = loss_at(ev, ws, probe, (FAR if plus else -FAR) * first.step, optional=True)
         if far is None:
             return None
-        near, opposite = (first.j_plus, first.j_minus) if side > 0 else (first.j_minus, first.j_plus)
+        near, opposite = (first.j_plus, first.j_minus) if plus else (first.j_minus, first.j_plus)
         estimate, noise = truncation_terms(first.step, near, opposite, far, j_base, ev)
         if 2 * float(np.maximum(estimate - noise, 0.0)) <= suspicious_level(a, first.numeric, threshold, reference):
             return settle(a, [first], ev, ctx.j0, threshold, reference, True, float(truncation_bound(estimate, noise)))

@@ -10,7 +10,7 @@ from gradwatch.inputs import Workspace, build_slots
 from gradwatch.check import _context
 from gradwatch.measure import Context, coordinate_stage, direction_stage, refine, step_for, useful
 from gradwatch.noise import FAR, Settled
-from gradwatch.probes import Evaluator, Probe, coordinate, measure, random_direction
+from gradwatch.probes import Evaluator, Probe, coordinate, loss_at, measure, random_direction
 from gradwatch.tolerances import TOLERANCES
 
 
@@ -465,3 +465,28 @@ def test_a_zero_gradient_measured_as_zero_keeps_the_floor_as_its_reference():
     assert ctx.floored("z")
     out = direction_stage(ctx, slots[1])
     assert out.reference == ctx.references["z"] > 0
+
+
+def test_a_coordinate_re_measured_with_its_far_loss_known_spends_nothing_more_on_it():
+    params, grads, loss = sin_model()
+    ctx, (slot,) = context(loss, params, grads)
+    probe = Probe.of([(coordinate(slot, 1), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        far = loss_at(ctx.ev, ws, probe, FAR * 1e-5, optional=True)
+        count = ctx.ev.count
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0, far)
+    assert s.settled and ctx.ev.count == count
+
+
+def test_a_coordinate_whose_gap_is_within_a_large_round_off_is_settled_at_its_first_step():
+    # a loss of 1e10: round-off (about 1 at h = 1e-5) far above a threshold-sized gap, the gap within it;
+    # smaller steps would only add round-off, so the probe settles (with its truncation) at once
+    params, grads, loss = sin_model()
+    ctx, (slot,) = context(lambda p: 1e10 + loss(p), params, grads)
+    probe = Probe.of([(coordinate(slot, 1), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        count = ctx.ev.count
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert s.settled and ctx.ev.count == count + 1 and s.bound > ctx.ev.roundoff_of(first, ctx.j0)
