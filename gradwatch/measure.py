@@ -240,15 +240,15 @@ def sweep_generic(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, 
 
 
 def coordinate_truncation(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, step: float,
-                          analytic: np.ndarray, plus: np.ndarray, minus: np.ndarray, far: np.ndarray,
+                          analytic: np.ndarray, numeric: np.ndarray, losses: Sequence[np.ndarray],
                           threshold: float, reference: float) -> np.ndarray:
-    """Each coordinate's truncation bound (:func:`gradwatch.noise.truncation_terms`), from the loss at +3h
-    (``far``); where that side's estimate is suspicious (a kink between h and 3h, a large third
+    """Each coordinate's truncation bound (:func:`gradwatch.noise.truncation_terms`), from the losses at
+    ``(+h, −h, +3h)``; where the +3h side's estimate is suspicious (a kink between h and 3h, a large third
     derivative, a loss that is not finite there), also from the loss at −3h, as far as the budget goes:
-    that side's bound when its estimate is not suspicious, else the smaller of the two."""
+    the smaller of the two sides' bounds (a kink inflates its side's estimate only)."""
     ev = ctx.ev
+    plus, minus, far = losses
     j_base = base_loss(ctx, ws)
-    numeric = (plus - minus) / (2 * step)
     level = suspicious_level(analytic, numeric, threshold, reference)
     estimate, noise = truncation_terms(step, plus, minus, far, j_base, ev)
     bound: np.ndarray = truncation_bound(estimate, noise)
@@ -264,10 +264,8 @@ def coordinate_truncation(ctx: Context, ws: Workspace, slot: Slot, indices: np.n
         todo = todo[: max(0, ev.limit - ev.count)]
     if todo.size:
         (beyond,) = sweep(ctx, ws, slot, indices[todo], (-FAR * step,), 0)
-        est_m, noise_m = truncation_terms(step, minus[todo], plus[todo], beyond, j_base, ev)
-        with np.errstate(invalid="ignore"):
-            clean = 2 * np.maximum(est_m - noise_m, 0.0) <= level[todo]
-        bound[todo] = np.where(clean, truncation_bound(est_m, noise_m), np.fmin(bound[todo], truncation_bound(est_m, noise_m)))
+        bound[todo] = np.fmin(bound[todo], truncation_bound(*truncation_terms(step, minus[todo], plus[todo], beyond,
+                                                                            j_base, ev)))
     return bound
 
 
@@ -285,7 +283,8 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
         plus, minus, far = sweep(ctx, ws, slot, indices, (step, -step, FAR * step), 2)
         numeric = (plus - minus) / (2 * step)
         gap = np.abs(analytic - numeric)
-        truncation = coordinate_truncation(ctx, ws, slot, indices, step, analytic, plus, minus, far, threshold, reference)
+        truncation = coordinate_truncation(ctx, ws, slot, indices, step, analytic, numeric, (plus, minus, far),
+                                           threshold, reference)
         settled = np.isfinite(truncation)
         roundoff = ev.roundoff(step, np.maximum(np.maximum(np.abs(plus), np.abs(minus)), abs(ctx.j0)))
         bound = gap + roundoff + truncation

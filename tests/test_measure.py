@@ -490,3 +490,16 @@ def test_a_coordinate_whose_gap_is_within_a_large_round_off_is_settled_at_its_fi
         count = ctx.ev.count
         s = refine(ctx, ws, probe, first, 1e-7, 1.0)
     assert s.settled and ctx.ev.count == count + 1 and s.bound > ctx.ev.roundoff_of(first, ctx.j0)
+
+
+def test_a_coordinate_whose_kink_lies_between_one_and_three_steps_up_settles_from_the_other_side():
+    # 3·ReLU of w[2] with its kink 2h above the point: the loss at +3h crosses it, the one at -3h does not
+    h = 1e-5
+    params, grads, loss = relu_coordinate_model(-2 * h)
+    ctx, (slot,) = context(loss, params, grads)
+    probe = Probe.of([(coordinate(slot, 2), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, h)
+        count = ctx.ev.count
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert s.settled and s.cause == "" and ctx.ev.count == count + 2
