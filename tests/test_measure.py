@@ -503,3 +503,21 @@ def test_a_coordinate_whose_kink_lies_between_one_and_three_steps_up_settles_fro
         count = ctx.ev.count
         s = refine(ctx, ws, probe, first, 1e-7, 1.0)
     assert s.settled and s.cause == "" and ctx.ev.count == count + 2
+
+
+def test_a_coordinate_whose_loss_raises_three_steps_up_settles_from_the_other_side():
+    params, grads, loss = sin_model()
+    top = float(params["w"][1]) + 2e-5  # +h is inside the domain, +3h outside
+
+    def bounded(p):
+        if float(p["w"][1]) > top:
+            raise ValueError("outside the domain")
+        return loss(p)
+
+    ctx, (slot,) = context(bounded, params, grads)
+    probe = Probe.of([(coordinate(slot, 1), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, 1e-5)
+        count = ctx.ev.count
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    assert s.settled and ctx.ev.count == count + 2
