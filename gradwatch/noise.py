@@ -17,6 +17,7 @@ Noise never makes a tensor right: it only widens the bound.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
@@ -246,6 +247,7 @@ def chi2_lower_quantile(k: int, alpha: float) -> float:
     return 2.0 * float((alpha * math.gamma(k / 2 + 1)) ** (2.0 / k))
 
 
+@functools.lru_cache(maxsize=64)
 def chi2_upper_quantile(k: int, alpha: float) -> float:
     """The ``1 − alpha`` quantile of chi-square with ``k`` degrees of freedom: exceeded with probability
     ``alpha`` (bisection on the survival function, from the series of the lower incomplete gamma)."""
