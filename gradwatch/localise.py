@@ -74,7 +74,7 @@ def _bisect(run: Runner, ws: Workspace, slot: Slot, est: float, step: float,
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
         if est_a is None:
             return Located(None, spread, False), False
-        if est > 0 and (est_a / est) * (est_a / est) >= TOLERANCES.clear_share:
+        if est > 0 and est_a >= math.sqrt(TOLERANCES.clear_share) * est:
             hi, est, both = mid, est_a, 0
             continue
         est_b = _carried(run, ws, slot, mid, hi, step, rng)

@@ -25,8 +25,9 @@ from .noise import (
     one_sided,
     reference_norm,
     settle,
-    suspicious_level,
+    settles_alone,
     truncation_bound,
+    truncation_suspicious,
     truncation_terms,
 )
 from .probes import Evaluator, Measurement, Probe, choose_step, coordinate, loss_at, measure, random_direction
@@ -111,10 +112,10 @@ def clean_first(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, t
     its truncation's estimate above round-off is small; its bound holds the truncation's."""
     ev, a = ctx.ev, probe.analytic
     roundoff = ev.roundoff_of(first, ctx.j0)
-    small = gap_is_small(a, first, roundoff, threshold, reference)
     if not probe.coordinate:
-        return settle(a, [first], ev, ctx.j0, threshold, reference, probe.coordinate, 0.0) if small else None
-    if not (small or abs(a - first.numeric) <= roundoff):
+        small = gap_is_small(a, first, roundoff, threshold, reference)
+        return settle(a, [first], ev, ctx.j0, threshold, reference, False, 0.0) if small else None
+    if not settles_alone(a, first, roundoff, threshold, reference):
         return None
     j_base = affordable_base_loss(ctx, ws)
     if j_base is None:
@@ -126,7 +127,7 @@ def clean_first(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, t
             return None
         near, opposite = (first.j_plus, first.j_minus) if plus else (first.j_minus, first.j_plus)
         estimate, noise = truncation_terms(first.step, near, opposite, far, j_base, ev)
-        if 2 * float(np.maximum(estimate - noise, 0.0)) <= suspicious_level(a, first.numeric, threshold, reference):
+        if not truncation_suspicious(estimate, noise, a, first.numeric, threshold, reference):
             return settle(a, [first], ev, ctx.j0, threshold, reference, True, float(truncation_bound(estimate, noise)))
     return None
 
@@ -249,11 +250,9 @@ def coordinate_truncation(ctx: Context, ws: Workspace, slot: Slot, indices: np.n
     ev = ctx.ev
     plus, minus, far = losses
     j_base = base_loss(ctx, ws)
-    level = suspicious_level(analytic, numeric, threshold, reference)
     estimate, noise = truncation_terms(step, plus, minus, far, j_base, ev)
     bound: np.ndarray = truncation_bound(estimate, noise)
-    with np.errstate(invalid="ignore"):
-        todo = np.flatnonzero(~(2 * np.maximum(estimate - noise, 0.0) <= level))  # nan: suspicious too
+    todo = np.flatnonzero(truncation_suspicious(estimate, noise, analytic, numeric, threshold, reference))
     if todo.size and ev.repeats < TOLERANCES.repeats and ev.affords(1):
         # a far loss that looks wrong measured twice: randomness there would pass for a large truncation
         worst = int(todo[np.argmax(np.nan_to_num(estimate[todo] - noise[todo], nan=-np.inf))])

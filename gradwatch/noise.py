@@ -62,6 +62,12 @@ def gap_is_small(analytic: float, m: Measurement, roundoff: float, threshold: fl
     return bool(abs(analytic - m.numeric) + roundoff <= suspicious_level(analytic, m.numeric, threshold, reference))
 
 
+def settles_alone(analytic: float, m: Measurement, roundoff: float, threshold: float, reference: float) -> bool:
+    """Whether a single measurement whose truncation is bounded needs no other step: its gap is small
+    (:func:`gap_is_small`), or within its round-off (smaller steps would only add more)."""
+    return gap_is_small(analytic, m, roundoff, threshold, reference) or abs(analytic - m.numeric) <= roundoff
+
+
 def agree(a: Measurement, b: Measurement, ev: Evaluator, analytic: float, threshold: float, reference: float) -> bool:
     """Two estimates at successive steps agree: within their round-off and a share of the threshold."""
     slack = ev.roundoff(a.step, a.loss_size) + ev.roundoff(b.step, b.loss_size)
@@ -141,6 +147,15 @@ def truncation_terms(step: float, j_plus: Any, j_minus: Any, far: Any, j0: float
         return estimate, _W_SUM * ev.roundoff(step, size)
 
 
+def truncation_suspicious(estimate: Any, noise: Any, analytic: Any, numeric: Any, threshold: float,
+                          reference: float) -> Any:
+    """Whether a truncation's estimate (:func:`truncation_terms`), beyond its round-off, is large enough to
+    call for another side or step: twice the excess above :func:`suspicious_level`; ``nan`` counts as
+    suspicious. Floats, or arrays of them."""
+    with np.errstate(invalid="ignore"):
+        return ~(2 * np.maximum(estimate - noise, 0.0) <= suspicious_level(analytic, numeric, threshold, reference))
+
+
 def truncation_bound(estimate: Any, noise: Any) -> Any:
     """An upper bound on a truncation from :func:`truncation_terms`: twice the estimate (for the terms
     after the leading one, as Richardson's estimate is doubled in :func:`settle`) plus its round-off.
@@ -166,10 +181,9 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
             return Settled(analytic, first.numeric, gap, math.inf, 0.0, False, "", last.numeric)
         return Settled(analytic, first.numeric, gap, math.inf, math.inf, True, "", last.numeric)
     if len(trail) == 1:
-        known = truncation is not None and math.isfinite(truncation)
-        noise = roundoff + (truncation if known and truncation is not None else 0.0)
-        clean = known and (gap_is_small(analytic, last, roundoff, threshold, reference) or gap <= roundoff)
-        return Settled(analytic, first.numeric, gap, gap + noise, 0.0, clean, "", last.numeric)
+        known = truncation if truncation is not None and math.isfinite(truncation) else None
+        clean = known is not None and settles_alone(analytic, last, roundoff, threshold, reference)
+        return Settled(analytic, first.numeric, gap, gap + roundoff + (known or 0.0), 0.0, clean, "", last.numeric)
     previous = trail[-2]
     moved = abs(last.numeric - previous.numeric)
     agreed = agree(previous, last, ev, analytic, threshold, reference)

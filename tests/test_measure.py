@@ -86,15 +86,23 @@ def test_a_suspicious_probe_is_measured_again_at_the_same_step_once_per_check_up
     assert ctx.ev.repeats == TOLERANCES.repeats
 
 
+def refine_coordinate(loss, params, grads, index, step=1e-5, known_far=False):
+    """Refine one coordinate probe measured at ``step`` (its far loss measured first when ``known_far``):
+    ``(settled, its first measurement, the evaluator, evaluations refining spent)``."""
+    ctx, (slot,) = context(loss, params, grads)
+    probe = Probe.of([(coordinate(slot, index), 1.0)])
+    with Workspace(params, [slot]) as ws:
+        first = measure(ctx.ev, ws, probe, step)
+        far = loss_at(ctx.ev, ws, probe, FAR * step, optional=True) if known_far else None
+        count = ctx.ev.count
+        s = refine(ctx, ws, probe, first, 1e-7, 1.0, far)
+    return s, first, ctx, ctx.ev.count - count
+
+
 def test_a_clean_probe_is_settled_with_one_more_loss_for_its_truncation():
     params, grads, loss = sin_model()
-    ctx, (slot,) = context(loss, params, grads)
-    probe = Probe.of([(coordinate(slot, 3), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, 1e-5)
-        count = ctx.ev.count
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
-    assert ctx.ev.count == count + 1 and s.settled and ctx.ev.repeats == 0
+    s, first, ctx, spent = refine_coordinate(loss, params, grads, 3)
+    assert spent == 1 and s.settled and ctx.ev.repeats == 0
     assert s.bound > s.gap + ctx.ev.roundoff_of(first, ctx.j0)  # the truncation's bound widens it
 
 
@@ -198,14 +206,9 @@ def test_direction_probes_move_every_entry_by_the_chosen_step():
 def test_a_coordinate_probe_is_moved_by_its_step_both_ways_then_three_steps_up():
     params, grads, loss = sin_model()
     rec = Recording(loss, params["w"])
-    ctx, (slot,) = context(rec, params, grads)
-    probe = Probe.of([(coordinate(slot, 2), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, 1e-5)
-        calls = len(rec.moves)
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
-    assert s.settled and len(rec.moves) == calls + 1
-    expected = np.zeros(slot.size)
+    s, _, _, spent = refine_coordinate(rec, params, grads, 2)
+    assert s.settled and spent == 1
+    expected = np.zeros(params["w"].size)
     expected[2] = FAR * 1e-5
     assert np.allclose(rec.moves[-1], expected, rtol=0, atol=1e-15)
 
@@ -336,15 +339,10 @@ def test_two_estimates_that_agree_by_chance_show_no_error():
 def test_a_real_error_that_settles_pays_for_no_escape():
     params, grads, loss = sin_model(error=0.5)
     rec = Recording(loss, params["w"])
-    ctx, (slot,) = context(rec, params, grads)
-    probe = Probe.of([(coordinate(slot, 3), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, 1e-4)
-        calls = len(rec.moves)
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
+    s, _, _, spent = refine_coordinate(rec, params, grads, 3, 1e-4)
     assert s.settled and s.cause != "one-sided"
-    assert len(rec.moves) > calls  # it was refined ...
-    assert max(float(np.max(np.abs(m))) for m in rec.moves[calls:]) <= 1e-4 * (1 + 1e-9)  # ... never at 2h
+    assert spent > 0  # it was refined ...
+    assert max(float(np.max(np.abs(m))) for m in rec.moves[-spent:]) <= 1e-4 * (1 + 1e-9)  # ... never at 2h
 
 
 def test_the_escape_runs_on_the_last_two_evaluations_of_the_budget():
@@ -469,40 +467,24 @@ def test_a_zero_gradient_measured_as_zero_keeps_the_floor_as_its_reference():
 
 def test_a_coordinate_re_measured_with_its_far_loss_known_spends_nothing_more_on_it():
     params, grads, loss = sin_model()
-    ctx, (slot,) = context(loss, params, grads)
-    probe = Probe.of([(coordinate(slot, 1), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, 1e-5)
-        far = loss_at(ctx.ev, ws, probe, FAR * 1e-5, optional=True)
-        count = ctx.ev.count
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0, far)
-    assert s.settled and ctx.ev.count == count
+    s, _, _, spent = refine_coordinate(loss, params, grads, 1, known_far=True)
+    assert s.settled and spent == 0
 
 
 def test_a_coordinate_whose_gap_is_within_a_large_round_off_is_settled_at_its_first_step():
     # a loss of 1e10: round-off (about 1 at h = 1e-5) far above a threshold-sized gap, the gap within it;
     # smaller steps would only add round-off, so the probe settles (with its truncation) at once
     params, grads, loss = sin_model()
-    ctx, (slot,) = context(lambda p: 1e10 + loss(p), params, grads)
-    probe = Probe.of([(coordinate(slot, 1), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, 1e-5)
-        count = ctx.ev.count
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
-    assert s.settled and ctx.ev.count == count + 1 and s.bound > ctx.ev.roundoff_of(first, ctx.j0)
+    s, first, ctx, spent = refine_coordinate(lambda p: 1e10 + loss(p), params, grads, 1)
+    assert s.settled and spent == 1 and s.bound > ctx.ev.roundoff_of(first, ctx.j0)
 
 
 def test_a_coordinate_whose_kink_lies_between_one_and_three_steps_up_settles_from_the_other_side():
     # 3·ReLU of w[2] with its kink 2h above the point: the loss at +3h crosses it, the one at -3h does not
     h = 1e-5
     params, grads, loss = relu_coordinate_model(-2 * h)
-    ctx, (slot,) = context(loss, params, grads)
-    probe = Probe.of([(coordinate(slot, 2), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, h)
-        count = ctx.ev.count
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
-    assert s.settled and s.cause == "" and ctx.ev.count == count + 2
+    s, _, _, spent = refine_coordinate(loss, params, grads, 2, h)
+    assert s.settled and s.cause == "" and spent == 2
 
 
 def test_a_coordinate_whose_loss_raises_three_steps_up_settles_from_the_other_side():
@@ -514,10 +496,5 @@ def test_a_coordinate_whose_loss_raises_three_steps_up_settles_from_the_other_si
             raise ValueError("outside the domain")
         return loss(p)
 
-    ctx, (slot,) = context(bounded, params, grads)
-    probe = Probe.of([(coordinate(slot, 1), 1.0)])
-    with Workspace(params, [slot]) as ws:
-        first = measure(ctx.ev, ws, probe, 1e-5)
-        count = ctx.ev.count
-        s = refine(ctx, ws, probe, first, 1e-7, 1.0)
-    assert s.settled and ctx.ev.count == count + 2
+    s, _, _, spent = refine_coordinate(bounded, params, grads, 1)
+    assert s.settled and spent == 2
