@@ -167,7 +167,7 @@ def test_the_escape_uses_twice_the_first_step():
     assert np.allclose(last_two[1], -2e-5 * direction, rtol=0, atol=1e-15)
 
 
-def test_a_real_error_beside_the_kink_is_still_shown_by_the_clean_side():
+def test_a_real_error_beside_the_kink_is_never_hidden_by_measuring_around_the_kink():
     params, grads, loss = kinked_model()
     grads = {"dw": grads["dw"].copy()}
     grads["dw"][5] += 0.3
@@ -177,7 +177,10 @@ def test_a_real_error_beside_the_kink_is_still_shown_by_the_clean_side():
     with Workspace(params, [slot]) as ws:
         first = measure(ctx.ev, ws, probe, 1e-5)
         s = refine(ctx, ws, probe, first, 1e-7, float(np.linalg.norm(grads["dw"])))
-    assert s.bound > 1e-3 and not useful(s, 1e-7, 1.0) or s.unexplained > 0
+    # shown (unexplained), or kept from clearing: a one-sided estimate shows no error (a bend narrower than
+    # the step looks like a kink), and which way this goes depends on the last bits of sin() on the machine
+    assert s.unexplained > 0 or s.bound >= s.gap > 1e-3
+    assert s.bound > 1e-3
 
 
 # ------------------------------------------------------------------ the direction stage
