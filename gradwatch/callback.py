@@ -261,29 +261,17 @@ class GradWatch:
         dropout_active: DropoutFlag = None,
     ) -> Optional[CheckResult]:
         """Check the gradients if a check is due at ``step``; otherwise return ``None`` at once."""
-        try:
-            if not (self._init_pending or step in self._after or (self._every and not step % self._every)):
-                return None
-        except (OverflowError, TypeError):  # a NumPy step against a Python int beyond its range
-            if not self._due_exactly(step):
-                return None
+        if type(step) is not int:
+            step = _step_number(step)
+        if not (self._init_pending or step in self._after or (self._every and not step % self._every)):
+            return None
         return self._check(step, params, grads, loss_fn, dropout_active)
 
     def due(self, step: int) -> bool:
         """Whether ``on_step(step, ...)`` would run a check (to compute dropout-free grads only then)."""
-        try:
-            return bool(self._init_pending or step in self._after or (self._every and not step % self._every))
-        except (OverflowError, TypeError):
-            return self._due_exactly(step)
-
-    def _due_exactly(self, step: Any) -> bool:
-        """The schedule in Python integers, for steps whose own type cannot do the arithmetic."""
-        try:
-            key = operator.index(step)
-        except TypeError:
-            raise TypeError(f"step must be an integer (int or NumPy integer); got {step!r} "
-                            f"({type(step).__name__})") from None
-        return bool(self._init_pending or key in self._after or (self._every and not key % self._every))
+        if type(step) is not int:
+            step = _step_number(step)
+        return bool(self._init_pending or step in self._after or (self._every and not step % self._every))
 
     # ---------------------------------------------------------------------------------------
     # a due check
@@ -421,3 +409,13 @@ class GradWatch:
 
 
 __all__ = ["GradWatch", "GradWatchWarning", "GradientCheckError", "Refusal", "make_logger"]
+
+
+def _step_number(step: Any) -> int:
+    """A training step as a Python int (NumPy integers included; bools, floats and strings refused)."""
+    if not isinstance(step, (bool, np.bool_)):
+        try:
+            return operator.index(step)
+        except TypeError:
+            pass
+    raise TypeError(f"step must be an integer (int or NumPy integer); got {step!r} ({type(step).__name__})")

@@ -6,6 +6,7 @@ The TensorBoard logger is replaced by an in-memory fake (``FakeLogger``), inject
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, Dict, List
 
@@ -656,11 +657,22 @@ def test_a_huge_every_still_divides_the_steps_it_divides():
     assert watch.on_step(np.int64(0), model.params, model.grads(model.params)) is not None
 
 
-def test_a_step_that_is_no_integer_names_itself_when_the_arithmetic_fails():
+@pytest.mark.parametrize("schedule", [{"every": 5}, {"after_steps": (3,)}, {}])
+@pytest.mark.parametrize("step", ["seven", "3", None, 3.7, 3.0, True, np.bool_(True), np.float64(3)])
+def test_a_step_that_is_no_integer_is_refused_and_named_whatever_the_schedule(schedule, step):
     model = Regression()
-    watch = GradWatch(model.loss, at_init=False, every=5, seed=0)
-    with pytest.raises(TypeError, match="step must be an integer.*'seven'"):
-        watch.on_step("seven", model.params, model.grads(model.params))
+    watch = GradWatch(model.loss, at_init=False, seed=0, **schedule)
+    with pytest.raises(TypeError, match=f"step must be an integer.*got {re.escape(repr(step))} "):
+        watch.on_step(step, model.params, model.grads(model.params))
+    with pytest.raises(TypeError, match="step must be an integer"):
+        watch.due(step)
+
+
+def test_a_numpy_integer_step_is_the_step_it_names():
+    model = Regression()
+    watch = GradWatch(model.loss, at_init=False, after_steps=(3,), seed=0)
+    assert watch.on_step(np.int16(2), model.params, model.grads(model.params)) is None
+    assert watch.on_step(np.uint8(3), model.params, model.grads(model.params)) is not None
 
 
 def test_a_check_without_stderr_goes_on(monkeypatch):
