@@ -291,6 +291,7 @@ def check_backward(
         changed = guard.changed()
         if changed:
             guard.restore()
+        guard.tidy()
     if changed:
         raise GradWatchError(
             f"forward or backward changed inputs {', '.join(repr(n) for n in changed)} (in place, or by replacing "

@@ -224,20 +224,31 @@ def check_gradients(
     with _LOCK:
         guard = Guard(params)
         try:
-            result = _check(loss_fn, params, slots, sample, epsilon, threshold, seed, progress)
-        except DropoutActiveError:
-            _refuse_if_changed(guard)  # a loss that changes its parameters also gives new values
-            raise
-        except BaseException as exc:
-            changed = guard.changed()
-            restored = guard.restore()
-            if changed and hasattr(exc, "add_note"):  # Python 3.11+
-                exc.add_note(f"gradwatch: loss_fn changed params {', '.join(repr(n) for n in changed)} during the check"
-                             + (": they were put back" if restored else
-                                ", and they are too large to have been copied: they stay changed"))
-            raise
-        _refuse_if_changed(guard)
+            result = _guarded_check(guard, loss_fn, params, slots, sample, epsilon, threshold, seed, progress)
+        finally:
+            guard.tidy()
         return result
+
+
+def _guarded_check(guard: Guard, loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sample: Sample,
+                   epsilon: Optional[float], threshold: Optional[float], seed: int,
+                   progress: Optional[Progress]) -> CheckResult:
+    """The check, and the parameters put back whatever ``loss_fn`` did to them (named when it changed them)."""
+    try:
+        result = _check(loss_fn, params, slots, sample, epsilon, threshold, seed, progress)
+    except DropoutActiveError:
+        _refuse_if_changed(guard)  # a loss that changes its parameters also gives new values
+        raise
+    except BaseException as exc:
+        changed = guard.changed()
+        restored = guard.restore()
+        if changed and hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"gradwatch: loss_fn changed params {', '.join(repr(n) for n in changed)} during the check"
+                         + (": they were put back" if restored else
+                            ", and they are too large to have been copied: they stay changed"))
+        raise
+    _refuse_if_changed(guard)
+    return result
 
 
 def _refuse_if_changed(guard: Guard) -> None:

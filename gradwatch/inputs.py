@@ -9,6 +9,7 @@ of the mapping. The user's arrays are never replaced.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -89,17 +90,21 @@ def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
 def _convention(grads: Mapping[Any, Any], names: List[str]) -> Dict[str, Any]:
     """The key of each parameter's gradient: one convention ("d" + name, or the bare name) for all."""
     taken = set(names)
-    for n in names:
-        # "dW" can be the prefixed gradient of W, or, when dW is itself a parameter, its bare gradient
-        if "d" + n in grads and n in grads and "d" + n not in taken:
-            a, b = grads["d" + n], grads[n]
-            if a is not b and not np.array_equal(np.asarray(a), np.asarray(b)):
-                raise GradWatchError(
-                    f"grads holds both {'d' + n!r} and {n!r} with different arrays: which one is the "
-                    f"gradient of parameter {n!r} is ambiguous; pass one convention"
-                )
     prefixed = all("d" + n in grads for n in names)
     bare = all(n in grads for n in names)
+    for n in names:
+        if "d" + n not in grads or n not in grads:
+            continue
+        # a key that the one covering convention gives to another parameter explains itself: "dW" is the
+        # bare gradient of a parameter "dW", or the prefixed gradient of a parameter "W"
+        if not (prefixed and bare) and (("d" + n in taken and bare) or (n[:1] == "d" and n[1:] in taken and prefixed)):
+            continue
+        a, b = grads["d" + n], grads[n]
+        if a is not b and not np.array_equal(np.asarray(a), np.asarray(b)):
+            raise GradWatchError(
+                f"grads holds both {'d' + n!r} and {n!r} with different arrays: which one is the "
+                f"gradient of parameter {n!r} is ambiguous; pass one convention"
+            )
     if prefixed:
         return {n: "d" + n for n in names}
     if bare:
@@ -239,6 +244,8 @@ def build_slot(name: str, key: Any, array: Any, grad: Any) -> Slot:
 def build_slots(params: Params, grads: Grads) -> List[Slot]:
     """Validate ``params`` and ``grads`` and pair them up, naming the culprit of any mismatch."""
     pairs = named_tensors(params)
+    if not pairs:
+        raise GradWatchError(f"params holds no tensors (got an empty {type(params).__name__}): there is nothing to check")
     keys: List[Any] = list(params.keys()) if isinstance(params, Mapping) else list(range(len(pairs)))
     names = [n for n, _ in pairs]
     for (name, array) in pairs:
@@ -278,7 +285,46 @@ class Workspace:
             self.saved[key] = (slot, current())
         self.dirty.add(key)
 
+    def unlocked(self, slot: Slot) -> bool:
+        """Whether the array that ``loss_fn`` sees for ``slot`` is writable, made so again if ``loss_fn``
+        set it read-only (it was writable when the check began; the check writes to it, and restores it)."""
+        array = slot.array if slot.in_place else self.work[slot.name]
+        if not array.flags.writeable:
+            try:
+                array.flags.writeable = True
+            except ValueError:  # its memory's owner is read-only now
+                return False
+        return True
+
+    def flat(self, slot: Slot) -> Optional[np.ndarray]:
+        """A writable flat view of what ``loss_fn`` sees for ``slot``; ``None`` for a non-contiguous array."""
+        if not slot.in_place:
+            self.unlocked(slot)
+            return self.work[slot.name]
+        if not slot.array.flags.c_contiguous:
+            return None
+        self.unlocked(slot)
+        return slot.array.reshape(-1)
+
+    def writable_flat(self, slot: Slot, flat: np.ndarray) -> np.ndarray:
+        """``flat`` (from :meth:`flat`), or a fresh writable view when ``loss_fn`` made it read-only since."""
+        if flat.flags.writeable:
+            return flat
+        self.writable(slot)
+        fresh = self.flat(slot)
+        if fresh is None:
+            raise GradWatchError(f"parameter {slot.name!r} stopped being contiguous during the check (by loss_fn)")
+        return fresh
+
+    def writable(self, slot: Slot) -> None:
+        if not self.unlocked(slot):
+            raise GradWatchError(
+                f"parameter {slot.name!r} was made read-only during the check (by loss_fn) and cannot be "
+                "made writable again: loss_fn must not change the arrays it is handed"
+            )
+
     def write(self, slot: Slot, lo: int, hi: int, values: np.ndarray) -> None:
+        self.writable(slot)
         if not slot.in_place:
             self._save(slot, lo, hi, lambda: None)  # restored from the user's array, exactly
             self.work[slot.name][lo:hi] = values
@@ -293,6 +339,7 @@ class Workspace:
     def target(self, slot: Slot, lo: int, hi: int) -> Optional[np.ndarray]:
         """A writable float64 view of entries ``[lo, hi)`` that ``loss_fn`` sees (their original values saved
         first); ``None`` for a non-contiguous array, which is written through :meth:`write`."""
+        self.writable(slot)
         if not slot.in_place:
             self._save(slot, lo, hi, lambda: None)
             return self.work[slot.name][lo:hi]
@@ -325,6 +372,8 @@ class Workspace:
             key = self.dirty.pop()
             slot, old = self.saved[key]
             _, lo, hi = key
+            if not self.unlocked(slot):
+                continue  # the guard names it: it cannot be put back
             if old is None:
                 self.work[slot.name][lo:hi] = self.base_view(slot, lo, hi)
             elif slot.array.flags.c_contiguous:
@@ -370,6 +419,7 @@ class Guard:
             for (name, array), key in zip(pairs, keys)
             if isinstance(array, np.ndarray)
         ]
+        self.writeable = [entry[2].flags.writeable for entry in self.entries]
 
     def _holds(self, key: Any, array: np.ndarray) -> bool:
         if isinstance(self.params, Mapping):
@@ -406,6 +456,21 @@ class Guard:
             if not _same(array, copy, fingerprint):
                 complete = _put_back(array, copy, fingerprint) and complete
         return complete and not self.changed()
+
+
+    def tidy(self) -> None:
+        """Put back what no byte shows: each array's writeable flag, and the order of a mapping's keys
+        (a ``loss_fn`` that deleted and re-added a key moved it to the end)."""
+        for entry, flag in zip(self.entries, self.writeable):
+            array = entry[2]
+            if array.flags.writeable != flag:
+                with contextlib.suppress(ValueError):  # its memory's owner is read-only now: leave it
+                    array.flags.writeable = flag
+        params = self.params
+        if isinstance(params, MutableMapping) and list(params) != self.keys and set(params) == set(self.keys):
+            held = {k: params.pop(k) for k in self.keys}
+            for k in self.keys:
+                params[k] = held[k]
 
 
 def _put_back(array: np.ndarray, copy: Optional[np.ndarray], fingerprint: Fingerprint) -> bool:

@@ -208,11 +208,8 @@ def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets:
     """The losses at each coordinate in ``indices`` moved by each of ``offsets`` in turn (one array per
     offset); those from ``optional_from`` on through :meth:`gradwatch.probes.Evaluator.optional`."""
     ev, mapping = ctx.ev, ws.mapping
-    if not slot.in_place:
-        flat = ws.work[slot.name]
-    elif slot.array.flags.c_contiguous:
-        flat = slot.array.reshape(-1)
-    else:
+    flat = ws.flat(slot)
+    if flat is None:
         return sweep_generic(ctx, ws, slot, indices, offsets, optional_from)
     out = [np.empty(indices.size) for _ in offsets]
     calls = [ev.optional if j >= optional_from else ev for j in range(len(offsets))]
@@ -221,9 +218,11 @@ def sweep(ctx: Context, ws: Workspace, slot: Slot, indices: np.ndarray, offsets:
         saved = flat[i]
         try:
             for losses, offset, call in zip(out, offsets, calls):
+                flat = ws.writable_flat(slot, flat)
                 flat[i] = saved + offset
                 losses[k] = call(mapping)
         finally:
+            flat = ws.writable_flat(slot, flat)
             flat[i] = saved
     return out
 

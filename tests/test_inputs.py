@@ -35,6 +35,17 @@ def test_both_conventions_with_different_arrays_are_ambiguous_and_named():
         gradient_arrays({"dW": np.ones(2), "W": np.zeros(2)}, ["W"])
 
 
+def test_parameters_named_w_and_dw_with_prefixed_gradients_are_not_called_ambiguous():
+    # "dW" is the prefixed gradient of W, and only the prefixed convention covers both parameters
+    gw, gdw = np.ones(2), np.full(2, 7.0)
+    assert gradient_arrays({"dW": gw, "ddW": gdw}, ["W", "dW"]) == [gw, gdw]
+
+
+def test_parameters_named_w_and_dw_with_both_conventions_covering_them_are_ambiguous():
+    with pytest.raises(GradWatchError, match="'ddW' and 'dW'|'dW' and 'W'"):
+        gradient_arrays({"W": np.ones(2), "dW": np.zeros(2), "ddW": np.full(2, 3.0)}, ["W", "dW"])
+
+
 def test_both_conventions_with_the_same_values_are_fine():
     g = np.ones(2)
     assert gradient_arrays({"dW": g, "W": g.copy()}, ["W"])[0] is g
