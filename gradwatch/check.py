@@ -89,6 +89,12 @@ def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional
     if outcome.dropped:
         parts.append(f"{outcome.dropped} direction(s) could not be measured finely enough (a kink within the step, "
                      "or round-off) and were replaced by fresh ones")
+    p = outcome.probes
+    if judgement.verdict == "wrong" and p.numeric.size and not np.any(p.numeric) and np.any(p.analytic):
+        parts.append("the loss did not change at all when this tensor moved (every numeric derivative is exactly 0): "
+                     "does loss_fn read it from the mapping it is handed? (float32 and read-only tensors are handed "
+                     "as float64 copies in another mapping, so arrays the loss closed over never move), and does "
+                     "the forward pass use it?")
     if located is not None and located.spread:
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
                      "a wrong axis, an off-by-one); the entry shown is one that carries a share of it")

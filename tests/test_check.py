@@ -1465,3 +1465,17 @@ def test_an_error_below_the_threshold_is_never_called_wrong_along_directions():
         if result.per_param["W"].verdict == "wrong":
             wrong.append(seed)
     assert wrong == []
+
+
+def test_a_loss_that_never_sees_a_tensor_move_is_wrong_with_a_hint_and_a_plain_bug_has_none():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    x = rng.standard_normal(4)
+    z = w.astype(np.float64) @ x
+    grads = {"dW": np.outer(z, x).astype(np.float32)}
+    closed_over = check_gradients(lambda p: float(0.5 * np.sum((w.astype(np.float64) @ x) ** 2)), {"W": w}, grads, seed=0)
+    assert closed_over.failed == ("W",) and "did not change at all" in closed_over.per_param["W"].note
+    assert "mapping it is handed" in str(closed_over)
+    plain = check_gradients(lambda p: float(0.5 * np.sum((p["W"].astype(np.float64) @ x) ** 2)), {"W": w},
+                            {"dW": grads["dW"] * np.float32(1.5)}, seed=0)
+    assert plain.failed == ("W",) and "did not change" not in str(plain)
