@@ -19,6 +19,7 @@ import numpy as np
 from .inputs import Slot, Workspace
 from .noise import Settled
 from .probes import Evaluator, Probe, coordinate, random_direction
+from .numerics import norm2
 from .tolerances import TOLERANCES
 
 #: Measure a probe at a step: once (``careful=False``), or settled by re-measuring when suspicious.
@@ -54,7 +55,7 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
     if slot.size == 1:
         s = first[0]
         return Located((0, s.analytic, s.estimate), False, True)
-    est = float(np.linalg.norm([p.gap for p in first])) / math.sqrt(len(first))  # norm: no overflow of gap²
+    est = norm2([p.gap for p in first]) / math.sqrt(len(first))
     located = Located(None, False, False)
     for _ in range(2):
         if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):

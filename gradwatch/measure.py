@@ -31,6 +31,7 @@ from .noise import (
     truncation_terms,
 )
 from .probes import Evaluator, Measurement, Probe, choose_step, coordinate, loss_at, measure, random_direction
+from .numerics import norm2
 from .tolerances import TOLERANCES
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
     threshold = ctx.thresholds[slot.name]
     ev = ctx.ev
     analytic = slot.grad[indices].astype(np.float64)
-    reference = reference_norm(float(np.linalg.norm(analytic)), int(indices.size), ctx.model_rms, slot.grad_precision)
+    reference = reference_norm(norm2(analytic), int(indices.size), ctx.model_rms, slot.grad_precision)
     rms = reference / math.sqrt(max(1, indices.size))
     step = step_for(ctx, slot, 1, rms)
     kinks = 0
@@ -302,9 +303,9 @@ def coordinate_stage(ctx: Context, slot: Slot, indices: np.ndarray, method: str)
             kinks += s.cause == "kink"
     probes = ProbeSet(analytic, numeric, gap, bound, unexplained, bool(np.all(settled)))
     if not numeric_is_zero(probes):
-        reference = float(np.linalg.norm(analytic))  # the floor is for a gradient that is zero: this one is not
+        reference = norm2(analytic)  # the floor is for a gradient that is zero: this one is not
     with np.errstate(invalid="ignore"):
-        truncated = bool(np.linalg.norm(np.nan_to_num(truncation, nan=np.inf)) > np.linalg.norm(roundoff))
+        truncated = bool(norm2(np.nan_to_num(truncation, nan=np.inf)) > norm2(roundoff))
     return Outcome(probes, False, method, int(indices.size), reference, step, indices, 0, kinks, truncated=truncated)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .numerics import relative_difference
+from .numerics import norm2, relative_difference
 from .probes import Evaluator, Measurement
 from .tolerances import TOLERANCES
 
@@ -252,7 +252,7 @@ def reference_norm(norm: float, entries: int, model_rms: float, grad_precision: 
 def numeric_is_zero(probes: "ProbeSet") -> bool:
     """Whether the measured derivatives are zero within the noise they carry: what lets a gradient that
     is zero up to round-off be judged against the floor of :func:`reference_norm`."""
-    return bool(np.linalg.norm(probes.numeric) <= np.linalg.norm(probes.bound - probes.gap))
+    return bool(norm2(probes.numeric) <= norm2(probes.bound - probes.gap))
 
 
 def chi2_lower_quantile(k: int, alpha: float) -> float:
@@ -361,7 +361,7 @@ def judge(probes: ProbeSet, threshold: float, reference: float, statistical: boo
         return Judgement("wrong", difference if grad_finite else math.nan, math.inf, math.inf)
     if a.size == 0:
         return Judgement("right", 0.0, 0.0, 0.0)
-    bound_norm = float(np.linalg.norm(probes.bound))
+    bound_norm = norm2(probes.bound)
     if statistical:
         upper = direction_upper(probes.bound.tolist(), reference)
     else:
@@ -376,8 +376,8 @@ def judge(probes: ProbeSet, threshold: float, reference: float, statistical: boo
 
 def _coordinate_lower(probes: ProbeSet) -> float:
     """Formula (2) at least, from the coordinates' unexplained gaps (‖γ‖ at most ‖n‖ plus the noise)."""
-    unexplained = float(np.linalg.norm(probes.unexplained))
-    denominator = float(np.linalg.norm(probes.analytic) + np.linalg.norm(probes.numeric) + np.linalg.norm(probes.noise))
+    unexplained = norm2(probes.unexplained)
+    denominator = norm2(probes.analytic) + norm2(probes.numeric) + norm2(probes.noise)
     return unexplained / denominator if denominator > 0 else (math.inf if unexplained > 0 else 0.0)
 
 
@@ -410,7 +410,7 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
                 "a smaller epsilon")
     noise = probes.noise
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
-        float(np.linalg.norm(noise)), reference)
+        norm2(noise), reference)
     noisy = upper_noise >= 0.5 * threshold
     if noisy and ev.resolution > 0:
         return "the loss comes back as an integer, so it changes in whole units only: return it as a float"

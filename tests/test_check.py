@@ -1479,3 +1479,19 @@ def test_a_loss_that_never_sees_a_tensor_move_is_wrong_with_a_hint_and_a_plain_b
     plain = check_gradients(lambda p: float(0.5 * np.sum((p["W"].astype(np.float64) @ x) ** 2)), {"W": w},
                             {"dW": grads["dW"] * np.float32(1.5)}, seed=0)
     assert plain.failed == ("W",) and "did not change" not in str(plain)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e300])
+def test_gradients_whose_squares_overflow_are_judged_as_any_other(scale):
+    rng = np.random.default_rng(0)
+    w, c = rng.standard_normal(20), rng.standard_normal(20) * scale
+
+    def loss(p):
+        return float(np.sum(c * np.sin(p["w"])))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        right = check_gradients(loss, {"w": w}, {"dw": c * np.cos(w)}, seed=0)
+        wrong = check_gradients(loss, {"w": w}, {"dw": 1.001 * c * np.cos(w)}, seed=0)
+    assert right.verdict == "passed" and wrong.failed == ("w",)
+    assert wrong.difference == pytest.approx(0.001 / 2.001, rel=1e-3)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gradwatch import numerical_gradient, params_to_vector, relative_difference, vector_to_params
-from gradwatch.numerics import default_epsilon, default_threshold
+from gradwatch.numerics import default_epsilon, default_threshold, norm2
 
 
 def test_numerical_gradient_reproduces_the_documents_worked_example():
@@ -121,3 +121,15 @@ def test_formula_2_of_entries_whose_squares_overflow_is_finite():
 
     assert relative_difference([3e200, 4e200], [3e200, 4e200]) == 0.0
     assert relative_difference([1e300], [3e300]) == pytest.approx(0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-1e3, 1e3)), st.sampled_from([1e-300, 1e-200, 1.0, 1e200, 1e300]))
+def test_norm2_is_the_euclidean_norm_at_any_scale_property(x, scale):
+    expected = float(np.sqrt(np.sum(x * x))) * scale
+    assert norm2(x * scale) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_norm2_of_nan_zero_and_inf():
+    assert np.isnan(norm2([np.nan, 1e200])) and norm2([]) == 0.0 and norm2(np.zeros(3)) == 0.0
+    assert norm2([np.inf, 1.0]) == np.inf
