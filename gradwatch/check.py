@@ -97,7 +97,8 @@ def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional
                      "the forward pass use it?")
     if located is not None and located.spread:
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
-                     "a wrong axis, an off-by-one); the entry shown is one that carries a share of it")
+                     "a wrong axis, an off-by-one)"
+                     + ("; the entry shown is one that carries a share of it" if located.worst is not None else ""))
     if located is not None and not located.localised:
         parts.append("not localised: the evaluation budget was spent, or the entry the bisection reached showed "
                      "no error once measured with care (a kink misled it)")
@@ -128,7 +129,8 @@ def _localise_wrong(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Out
         p = outcomes[s.name].probes
         first = [Settled(a, n, g, g, 0.0, True) for a, n, g in zip(p.analytic.tolist(), p.numeric.tolist(), p.gap.tolist())]
         with Workspace(ctx.params, [s]) as ws:
-            located[s.name] = localise(runner(ctx, threshold, ctx.references[s.name]), ctx.ev, ws, s, first, step, ctx.rng)
+            located[s.name] = localise(runner(ctx, threshold, ctx.references[s.name]), ctx.ev, ws, s, first, step, ctx.rng,
+                                     threshold)
     return located
 
 

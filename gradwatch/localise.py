@@ -4,7 +4,9 @@ A random direction over a range of entries (unit mean-square entries) projects t
 that range with its full size on average, so the half of a range that carries the error shows it.
 A concentrated error is followed down to its entry; an error that both halves carry level after
 level is *spread* (a scale error, a missing term, an off-by-one) and is reported as such, with one
-entry that carries a share of it (the larger half followed, without re-measuring upsets). Every measurement asks the
+entry that carries a share of it (the larger half followed, without re-measuring upsets). The entry a
+bisection reaches is shown only when its own formula (2) reaches the threshold beyond its noise: one that
+carries nothing means kinks misled the bisection, which is then tried once more. Every measurement asks the
 evaluator's budget first: when it is spent, localisation stops and says so.
 """
 
@@ -47,11 +49,12 @@ def _carried(run: Runner, ws: Workspace, slot: Slot, lo: int, hi: int, step: flo
 
 
 def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Sequence[Settled], step: float,
-             rng: np.random.Generator) -> Located:
+             rng: np.random.Generator, threshold: float = 0.0) -> Located:
     """Bisect ``slot``'s entries to the one carrying its error, or find the error spread. ``step`` is a
     coordinate's step: each range's direction moves the parameters by that much in all. A bisection
     that a kink misled (the entry it reached shows no error once measured with care) is tried once
-    more with fresh directions, budget permitting."""
+    more with fresh directions, budget permitting. An entry carries an error when its own formula (2)
+    reaches ``threshold`` beyond its noise."""
     if slot.size == 1:
         s = first[0]
         return Located((0, s.analytic, s.estimate), False, True)
@@ -60,16 +63,16 @@ def localise(run: Runner, ev: Evaluator, ws: Workspace, slot: Slot, first: Seque
     for _ in range(2):
         if not ev.affords(2 * math.ceil(math.log2(slot.size)) + 2):
             break
-        located, misled = _bisect(run, ws, slot, est, step, rng)
+        located, misled = _bisect(run, ws, slot, est, step, rng, threshold)
         if not misled:
             break
     return located
 
 
 def _bisect(run: Runner, ws: Workspace, slot: Slot, est: float, step: float,
-            rng: np.random.Generator) -> Tuple[Located, bool]:
+            rng: np.random.Generator, threshold: float) -> Tuple[Located, bool]:
     """One bisection: where it ended, and whether a kink misled it."""
-    lo, hi, both, spread = 0, slot.size, 0, False
+    lo, hi, both, spread, carried = 0, slot.size, 0, False, est
     while hi - lo > 1:
         mid = (lo + hi) // 2
         est_a = _carried(run, ws, slot, lo, mid, step, rng)
@@ -97,6 +100,8 @@ def _bisect(run: Runner, ws: Workspace, slot: Slot, est: float, step: float,
     entry = run(ws, Probe.of([(coordinate(slot, lo), 1.0)]), step, True)
     if entry is None:
         return Located(None, spread, False), False
-    if not spread and entry.unexplained == 0.0 and entry.bound <= est:
-        return Located(None, spread, False), True  # the entry shows no error once measured with care
+    if entry.unexplained <= threshold * (abs(entry.analytic) + abs(entry.estimate)) and entry.bound <= carried:
+        # the entry shows no error once measured with care: a kink misled the bisection (also one that read
+        # a concentrated error as spread); an entry that carries none is never shown as carrying a share
+        return Located(None, spread, False), True
     return Located((lo, entry.analytic, entry.estimate), spread, True), False

@@ -219,3 +219,33 @@ def test_an_entry_that_shows_no_error_is_not_reported_as_the_worst():
     run = MisledOnce(e, decoys=2)
     got = localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
     assert not got.localised and got.worst is None and run.finals == 2
+
+
+class Misread(Runner):
+    """Ranges of several entries look as if every entry carried the same share (kinks misleading the
+    probes); single entries show what they really carry."""
+
+    def __call__(self, ws, probe, step, careful):
+        (d, weight), = probe.parts
+        if d.hi - d.lo == 1:
+            return super().__call__(ws, probe, step, careful)
+        self.calls.append((d.lo, d.hi, step, careful))
+        size = abs(weight) * math.sqrt(d.hi - d.lo) * float(np.linalg.norm(self.e)) / math.sqrt(self.e.size)
+        return Settled(probe.analytic, probe.analytic - size, size, size, size, True)
+
+
+def test_an_error_misread_as_spread_never_shows_an_entry_that_carries_none():
+    e, slot, ev, ws = setup(np.eye(16)[11] * 2.0)
+    run = Misread(e)
+    got = localise(run, ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0))
+    assert got.worst is None and not got.localised
+    assert sum(hi - lo == 16 for lo, hi, _, _ in run.calls) == 0 and run.calls[0][:2] == (0, 8)
+    assert [c[:2] for c in run.calls].count((0, 8)) == 2  # tried twice, each ending at a clean entry
+
+
+@pytest.mark.parametrize("threshold,shown", [(1e-3, False), (1e-8, True)])
+def test_an_entry_shows_an_error_only_when_its_own_difference_reaches_the_threshold(threshold, shown):
+    # a spread error of 1e-5 per entry on gradients of 10..25: formula (2) of one entry ~ 3e-7 to 5e-7
+    e, slot, ev, ws = setup(np.full(16, 1e-5))
+    got = localise(Runner(e), ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0), threshold)
+    assert got.spread and (got.worst is not None) is shown and got.localised is shown
