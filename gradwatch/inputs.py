@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping,
 import numpy as np
 
 from .errors import GradWatchError
+from .numerics import SAFE_SQUARES
 from .numerics import named_tensors
 
 Params = Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
@@ -87,8 +88,9 @@ def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
 # Which gradient is whose
 
 
-def _convention(grads: Mapping[Any, Any], names: List[str]) -> Dict[str, Any]:
-    """The key of each parameter's gradient: one convention ("d" + name, or the bare name) for all."""
+def _convention(grads: Mapping[Any, Any], names: List[str], keys: Sequence[Any]) -> Dict[str, Any]:
+    """The key of each parameter's gradient: one convention ("d" + name, or the bare name) for all; else the
+    parameters' own keys (ints: a list's positions, or a mapping's int keys)."""
     taken = set(names)
     prefixed = all("d" + n in grads for n in names)
     bare = all(n in grads for n in names)
@@ -109,8 +111,8 @@ def _convention(grads: Mapping[Any, Any], names: List[str]) -> Dict[str, Any]:
         return {n: "d" + n for n in names}
     if bare:
         return {n: n for n in names}
-    if names and all(n.isdigit() for n in names) and all(int(n) in grads for n in names):
-        return {n: int(n) for n in names}
+    if names and all(not isinstance(k, str) and k in grads for k in keys):
+        return dict(zip(names, keys))
     missing = [n for n in names if "d" + n not in grads and n not in grads]
     shown = ", ".join(repr(k) for k in list(grads)[:12])
     if missing:
@@ -124,11 +126,12 @@ def _convention(grads: Mapping[Any, Any], names: List[str]) -> Dict[str, Any]:
     )
 
 
-def gradient_arrays(grads: Grads, names: List[str]) -> List[Any]:
-    """The gradient of each named parameter, in order, by the contract's convention rule."""
+def gradient_arrays(grads: Grads, names: List[str], keys: Optional[Sequence[Any]] = None) -> List[Any]:
+    """The gradient of each named parameter, in order, by the contract's convention rule (``keys``: the
+    parameters' own keys; a list's positions when not given)."""
     if isinstance(grads, Mapping):
-        keys = _convention(grads, names)
-        return [grads[keys[n]] for n in names]
+        chosen = _convention(grads, names, list(range(len(names))) if keys is None else keys)
+        return [grads[chosen[n]] for n in names]
     if isinstance(grads, (list, tuple)):
         if len(grads) != len(names):
             raise GradWatchError(f"grads is a sequence of {len(grads)} arrays but params holds {len(names)} tensors")
@@ -204,13 +207,15 @@ class Slot:
         return self.grad[lo:hi].astype(np.float64, copy=False)
 
     def grad_norm(self) -> float:
-        """‖grad‖₂; where the squares overflow (entries of 1e160), again scaled by the largest entry."""
-        with np.errstate(over="ignore"):
+        """‖grad‖₂; where the squares overflow (entries of 1e160) or underflow (1e-160), again scaled by the
+        largest entry."""
+        with np.errstate(over="ignore", under="ignore"):
             squares = math.fsum(float(np.dot(c, c)) for c in (self.grad_chunk(lo, hi) for lo, hi in chunks(0, self.size)))
-        if math.isfinite(squares):
+        if math.isfinite(squares) and squares > SAFE_SQUARES:
             return math.sqrt(squares)
-        top = max(float(np.max(np.abs(self.grad_chunk(lo, hi)), initial=0.0)) for lo, hi in chunks(0, self.size))
-        if not math.isfinite(top):
+        top = max((float(np.max(np.abs(self.grad_chunk(lo, hi)), initial=0.0)) for lo, hi in chunks(0, self.size)),
+                  default=0.0)
+        if top == 0.0 or not math.isfinite(top):
             return top
         parts = (self.grad_chunk(lo, hi) / top for lo, hi in chunks(0, self.size))
         return top * math.sqrt(math.fsum(float(np.dot(c, c)) for c in parts))
@@ -252,7 +257,7 @@ def build_slots(params: Params, grads: Grads) -> List[Slot]:
         if not isinstance(array, np.ndarray):
             raise TypeError(f"parameter {name!r} must be a NumPy float array; got {type(array).__name__}")
     check_no_aliasing(pairs)
-    gradients = gradient_arrays(grads, names)
+    gradients = gradient_arrays(grads, names, keys)
     return [build_slot(n, k, a, g) for (n, a), k, g in zip(pairs, keys, gradients)]
 
 

@@ -308,8 +308,7 @@ def direction_upper(bounds: Sequence[float], reference: float) -> float:
     k = len(bounds)
     if k == 0:
         return math.inf
-    sq = math.fsum(b * b for b in bounds)
-    return relative_upper(math.sqrt(sq / chi2_lower_quantile(k, TOLERANCES.false_pass_rate)), reference)
+    return relative_upper(norm2(bounds) / math.sqrt(chi2_lower_quantile(k, TOLERANCES.false_pass_rate)), reference)
 
 
 @dataclass(frozen=True)
@@ -386,10 +385,10 @@ def direction_lower(unexplained: Sequence[float], reference: float) -> float:
     their RMS scaled by the chi-square upper tail (a few projections can overstate it), except with
     probability ``false_alarm_rate``; then ``‖e‖ / (2‖g‖ + ‖e‖)``, ``‖g‖ = reference``."""
     k = len(unexplained)
-    sq = math.fsum(u * u for u in unexplained)
-    if k == 0 or sq == 0.0:
+    size = norm2(unexplained)
+    if k == 0 or size == 0.0:
         return 0.0
-    norm = math.sqrt(sq / chi2_upper_quantile(k, TOLERANCES.false_alarm_rate))
+    norm = size / math.sqrt(chi2_upper_quantile(k, TOLERANCES.false_alarm_rate))
     return norm / (2 * reference + norm) if math.isfinite(norm) else math.inf
 
 

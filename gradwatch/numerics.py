@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
+from .errors import GradWatchError
 from .tolerances import THRESHOLDS, threshold_for  # noqa: F401  (THRESHOLDS lives with the other tolerances)
 
 ArrayLike = Union[float, np.ndarray]
@@ -58,7 +59,7 @@ def norm2(x: Union[ArrayLike, Sequence[float]]) -> float:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     with np.errstate(over="ignore", under="ignore"):
         squares = float(np.dot(a, a))
-    if math.isfinite(squares) and squares > _SAFE_SQUARES:
+    if math.isfinite(squares) and squares > SAFE_SQUARES:
         return math.sqrt(squares)
     top = float(np.max(np.abs(a), initial=0.0))
     if top == 0.0 or not math.isfinite(top):
@@ -69,7 +70,7 @@ def norm2(x: Union[ArrayLike, Sequence[float]]) -> float:
 
 #: Sums of squares above this lost no entry to underflow that could matter to their root (a square
 #: below float64's smallest normal is below this by a factor ~1e16: under round-off).
-_SAFE_SQUARES = 1e-290
+SAFE_SQUARES = 1e-290
 
 
 def relative_difference(grad: ArrayLike, gradapprox: ArrayLike) -> float:
@@ -113,6 +114,12 @@ class Layout:
 def named_tensors(params: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]) -> List[Tuple[str, np.ndarray]]:
     """``params`` as ``(name, array)`` pairs: a mapping keeps its keys, a list or tuple is named ``"0"``, ``"1"``…"""
     if isinstance(params, Mapping):
+        seen: Dict[str, Any] = {}
+        for k in params:
+            if str(k) in seen:
+                raise GradWatchError(f"params keys {seen[str(k)]!r} and {k!r} are both named {str(k)!r}: a report, a "
+                                     "layout and a gradient key could not tell them apart; give each tensor its own name")
+            seen[str(k)] = k
         return [(str(k), v) for k, v in params.items()]
     if isinstance(params, (list, tuple)):
         return [(str(i), v) for i, v in enumerate(params)]

@@ -14,6 +14,7 @@ from .inputs import Slot, Workspace
 from .measure import Context, step_for
 from .noise import direction_upper
 from .probes import Direction, Measurement, Probe, measure, measure_steps, random_direction
+from .numerics import norm2
 from .tolerances import TOLERANCES
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def more_screens_help(ctx: Context, group: Sequence[Slot], screens: Sequence[Scr
     k = len(screens)
     if k >= TOLERANCES.screens_max:
         return False
-    typical = math.sqrt(math.fsum((sc.analytic - sc.numeric) ** 2 for sc in screens) / k)
+    typical = norm2([sc.analytic - sc.numeric for sc in screens]) / math.sqrt(k)
     size = max(max(sc.coarse.loss_size, sc.fine.loss_size) for sc in screens)
     bounds = screen_bounds(ctx, screens) + [typical + _roundoff_at(ctx, start, size)] * (TOLERANCES.screens_max - k)
     return within_reach(ctx, group, screens[0].steps, bounds, cleared(ctx, group, screens))

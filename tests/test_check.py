@@ -1495,3 +1495,18 @@ def test_gradients_whose_squares_overflow_are_judged_as_any_other(scale):
         wrong = check_gradients(loss, {"w": w}, {"dw": 1.001 * c * np.cos(w)}, seed=0)
     assert right.verdict == "passed" and wrong.failed == ("w",)
     assert wrong.difference == pytest.approx(0.001 / 2.001, rel=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-250, 1e-300])
+@pytest.mark.parametrize("entries", [20, 400])  # coordinates, directions
+def test_gradients_whose_squares_underflow_are_judged_as_any_other(scale, entries):
+    rng = np.random.default_rng(0)
+    w, c = rng.standard_normal(entries), rng.uniform(0.5, 2.0, entries)
+
+    def loss(p):
+        return float(scale * np.sum(c * p["w"] ** 2))
+
+    right = check_gradients(loss, {"w": w}, {"dw": 2 * scale * c * w}, seed=0)
+    flipped = check_gradients(loss, {"w": w}, {"dw": -2 * scale * c * w}, seed=0)
+    zero = check_gradients(loss, {"w": w}, {"dw": np.zeros(entries)}, seed=0)
+    assert right.verdict == "passed" and flipped.failed == ("w",) and zero.failed == ("w",)

@@ -275,3 +275,17 @@ def test_a_gradient_norm_whose_squares_overflow_is_computed_scaled():
     slot = build_slots({"w": np.zeros(3)}, {"dw": np.array([3e160, -4e160, 0.0])})[0]
     assert slot.grad_norm() == pytest.approx(5e160)
     assert build_slots({"w": np.zeros(2)}, {"dw": np.array([3.0, 4.0])})[0].grad_norm() == 5.0
+
+
+def test_parameter_keys_with_the_same_name_are_refused_naming_both():
+    params = {1: np.array([1.0, 2.0]), "1": np.array([3.0, 4.0])}
+    with pytest.raises(GradWatchError, match=r"keys 1 and '1' are both named '1'"):
+        build_slots(params, {1: np.ones(2), "1": np.ones(2)})
+
+
+def test_int_gradient_keys_serve_only_parameters_whose_own_keys_they_are():
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    with pytest.raises(GradWatchError, match="no gradient for parameter '01'"):
+        build_slots({"01": a, "1": b}, {1: 2 * b})
+    slots = build_slots({0: a, 1: b}, {0: 2 * a, 1: 2 * b})
+    assert [s.grad.tolist() for s in slots] == [[2.0, 4.0], [6.0, 8.0]]
