@@ -93,8 +93,8 @@ def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional
     if judgement.verdict == "wrong" and p.numeric.size and not np.any(p.numeric) and np.any(p.analytic):
         parts.append("the loss did not change at all when this tensor moved (every numeric derivative is exactly 0): "
                      "does loss_fn read it from the mapping it is handed? (float32 and read-only tensors are handed "
-                     "as float64 copies in another mapping, so arrays the loss closed over never move), and does "
-                     "the forward pass use it?")
+                     "as float64 copies in another mapping, so arrays the loss closed over never move), does "
+                     "the forward pass use it, and is the loss unrounded?")
     if located is not None and located.spread:
         parts.append("the error is spread over the tensor (no single entry carries it: a scale, a missing term, "
                      "a wrong axis, an off-by-one)"

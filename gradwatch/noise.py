@@ -411,8 +411,12 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
     upper_noise = direction_upper(noise.tolist(), reference) if statistical else relative_upper(
         norm2(noise), reference)
     noisy = upper_noise >= 0.5 * threshold
-    if noisy and ev.resolution > 0:
+    if noisy and ev.whole:
         return "the loss comes back as an integer, so it changes in whole units only: return it as a float"
+    if noisy and ev.resolution > 0:
+        return (f"the loss's values sit on a grid of {ev.resolution:.1e}, far coarser than their size needs: it "
+                "cancels large terms (like (1e8 + x) - c) or is rounded: compute it without the large constant "
+                "terms, and unrounded")
     if noisy and ev.precision > 2 * _EPS64:
         return ("the loss comes back in low precision (float32 or less), so its round-off swamps the changes a "
                 "step makes: return the loss in float64 (e.g. float(np.sum(..., dtype=np.float64)))")

@@ -37,6 +37,52 @@ _F16_MAX = float(np.finfo(np.float16).max)
 # The evaluator
 
 
+def dyadic_grain(value: float) -> float:
+    """The largest power of two that divides ``value`` exactly (a nonzero finite float)."""
+    mantissa, exponent = math.frexp(value)
+    whole = int(mantissa * (1 << 53))
+    return math.ldexp(1.0, exponent - 53 + (whole & -whole).bit_length() - 1)
+
+
+class Grid:
+    """The coarsest grid the loss's values sit on, when it is far coarser than their precision: a loss
+    that cancels large terms (``(1e8 + s) − c`` lands on multiples of 1e8's ulp) or rounds (``round(J, 3)``)
+    is only that precise, however small its values. Evidence needs ``grid_values`` distinct values: a
+    value computed to its precision sits on a much coarser grid only by chance (see the tolerances)."""
+
+    def __init__(self) -> None:
+        self.values: Set[float] = set()
+        self.grain = math.inf  # the largest power of two dividing every value
+        self.largest = 0.0
+
+    def add(self, value: float) -> bool:
+        """Take a loss value; whether the set of distinct values grew (only they change the grid)."""
+        if value == 0.0 or not math.isfinite(value) or value in self.values:
+            return False
+        self.grain = min(self.grain, dyadic_grain(value))
+        self.largest = max(self.largest, abs(value))
+        if len(self.values) < 16:
+            self.values.add(value)
+        return True
+
+    def resolution(self, precision: float) -> float:
+        """The grid's spacing when the values show one coarser than ``grid_margin`` × their precision (an
+        absolute bound on one loss's rounding, as ``TOLERANCES.roundoff`` × precision × |J| is a relative
+        one); 0 otherwise."""
+        if len(self.values) < TOLERANCES.grid_values:
+            return 0.0
+        if self.grain >= TOLERANCES.grid_dyadic_margin * precision * self.largest:
+            return 2 * TOLERANCES.roundoff * self.grain  # rounded where the ulp was that grain, as a relative bound allows
+        fine = TOLERANCES.grid_decimal_margin * precision * self.largest
+        for k in range(-6, 17):  # decimal grids, coarse to fine
+            q = 10.0 ** -k
+            if q < fine:
+                break
+            if all(abs(v / q - round(v / q)) <= 4 * _EPS64 * abs(v / q) for v in self.values):
+                return q
+        return 0.0
+
+
 class Evaluator:
     """Calls ``loss_fn``: counts, stops at the budget, reads the loss's precision, watches for randomness."""
 
@@ -52,7 +98,9 @@ class Evaluator:
         self._f16 = True
         self._distinct: Set[float] = set()  # up to three distinct values: the representability test needs them
         self.base_losses: List[float] = []
-        self.resolution = 0.0  # an absolute floor on the loss's noise: 1 for a loss returned as an integer
+        self.resolution = 0.0  # an absolute floor on the loss's noise: 1 for an integer loss, or its grid's spacing
+        self.whole = False  # the loss came back as an integer
+        self.grid = Grid()
         self.repeats = 0  # probes measured twice at the same step
 
     def affords(self, n: int) -> bool:
@@ -62,6 +110,7 @@ class Evaluator:
         value, dtype = as_loss(self.loss_fn(mapping))
         self.count += 1
         if dtype is not None and dtype.kind != "f":
+            self.whole = True
             self.resolution = 1.0
         elif dtype is not None and (self.loss_dtype is None or dtype.itemsize < self.loss_dtype.itemsize):
             self.loss_dtype = dtype
@@ -70,6 +119,8 @@ class Evaluator:
             self._f16 = self._f16 and self._f32 and abs(value) <= _F16_MAX and float(np.float16(value)) == value
             if len(self._distinct) < 3:
                 self._distinct.add(value)
+        if self.grid.add(value) and not self.whole:
+            self.resolution = self.grid.resolution(self.precision)
         if self.progress is not None:
             self.progress(self.count, max(self.planned, self.count))
         return value

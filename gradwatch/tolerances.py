@@ -54,6 +54,14 @@ class Tolerances:
     #: entry instead of its own (round-off) size.
     zero_roundoff: float = 1e3
     zero_gradient_floor: float = 1e-2
+    #: A loss whose values all sit on a grid coarser than a margin × their precision × the largest of them
+    #: rounds to that grid (large terms that cancel, ``round(loss, 3)``): the grid is its resolution, once
+    #: ``grid_values`` distinct values show it. Multiples of a power of two are exact (a value computed to
+    #: its precision sits on a grid 16× coarser by a chance of 1/16); multiples of a power of ten are
+    #: tested to round-off (by a chance of 1/128 at a margin of 1024).
+    grid_dyadic_margin: float = 16.0
+    grid_decimal_margin: float = 1024.0
+    grid_values: int = 4
     #: Direction probes per tensor: first batch, and most (useful ones; as many again may be replaced).
     probes_first: int = 2
     probes_max: int = 8

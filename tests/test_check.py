@@ -1510,3 +1510,23 @@ def test_gradients_whose_squares_underflow_are_judged_as_any_other(scale, entrie
     flipped = check_gradients(loss, {"w": w}, {"dw": -2 * scale * c * w}, seed=0)
     zero = check_gradients(loss, {"w": w}, {"dw": np.zeros(entries)}, seed=0)
     assert right.verdict == "passed" and flipped.failed == ("w",) and zero.failed == ("w",)
+
+
+def test_a_loss_that_cancels_large_terms_is_inconclusive_on_a_right_gradient_and_says_why():
+    w = np.random.default_rng(0).standard_normal((3, 4))
+    for big in (1e6, 1e8, 1e10):
+        c = big + float(np.sum(w ** 2))
+        result = check_gradients(lambda p: (big + float(np.sum(p["W"] ** 2))) - c, {"W": w}, {"dW": 2 * w}, seed=0)
+        assert result.verdict == "inconclusive" and "grid" in result.per_param["W"].note and "cancels" in str(result)
+
+
+def test_a_loss_that_is_exactly_zero_at_the_point_still_shows_a_wrong_entry():
+    # sum(a²) + 5 sum(b) = 0 at the point: its values are differences of terms of size 5
+    a, b = np.array([1.0, -2.0]), np.array([1.0, -2.0])
+
+    def loss(p):
+        return float(np.sum(p["a"] ** 2) + 5 * np.sum(p["b"]))
+
+    wrong = check_gradients(loss, {"a": a, "b": b}, {"da": 2 * a, "db": 2 * b}, seed=0)
+    right = check_gradients(loss, {"a": a, "b": b}, {"da": 2 * a, "db": np.full(2, 5.0)}, seed=0)
+    assert wrong.failed == ("b",) and right.passed

@@ -442,3 +442,59 @@ def test_an_optional_loss_that_raises_is_nan_and_counted():
     assert ev.count == 1 == len(calls) and seen == [1]
     with pytest.raises(ValueError):
         ev({})
+
+
+# ---- the loss's grid: large terms that cancel, or rounding
+
+
+@pytest.mark.parametrize("value,grain", [(1.0, 1.0), (3.0, 1.0), (0.75, 0.25), (-6.0, 2.0), (2.0**-60, 2.0**-60),
+                                         (1.0 + 2.0**-52, 2.0**-52), (3 * 2.0**1000, 2.0**1000)])
+def test_the_dyadic_grain_is_the_largest_power_of_two_dividing_the_value(value, grain):
+    from gradwatch.probes import dyadic_grain
+
+    assert dyadic_grain(value) == grain
+
+
+def _grid_of(values):
+    from gradwatch.probes import Grid
+
+    grid = Grid()
+    for v in values:
+        grid.add(v)
+    return grid
+
+
+def test_values_of_a_loss_that_cancels_large_terms_show_its_grid():
+    rng = np.random.default_rng(0)
+    s0 = float(np.sum(rng.standard_normal(12) ** 2))
+    c = 1e8 + s0
+    values = [(1e8 + s0 + d) - c for d in rng.standard_normal(6) * 1e-5]
+    ulp = float(np.spacing(1e8))
+    assert _grid_of(values).resolution(EPS) == 2 * TOLERANCES.roundoff * ulp
+    assert _grid_of(values[: TOLERANCES.grid_values - 1]).resolution(EPS) == 0.0  # too few values to tell
+
+
+def test_values_rounded_to_decimals_show_their_grid():
+    rng = np.random.default_rng(0)
+    values = [round(float(v), 3) for v in 12.3 + rng.standard_normal(6) * 0.01]
+    assert _grid_of(values).resolution(EPS) == pytest.approx(1e-3, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype,precision", [(np.float64, EPS), (np.float32, float(np.finfo(np.float32).eps))])
+def test_values_computed_to_their_precision_show_no_grid(dtype, precision):
+    rng = np.random.default_rng(1)
+    flagged = 0
+    for _ in range(2000):
+        values = (2.3 + rng.standard_normal(4) * 1e-5).astype(dtype).astype(float)
+        flagged += _grid_of(values.tolist()).resolution(precision) > 0
+    assert flagged == 0
+
+
+def test_an_evaluator_reads_the_grid_of_what_the_loss_returns():
+    rng = np.random.default_rng(0)
+    c = 1e8 + 5.0
+    values = iter([(1e8 + 5.0 + d) - c for d in rng.standard_normal(8) * 1e-5])
+    ev = ev_of(lambda p: next(values))
+    for _ in range(8):
+        ev(None)
+    assert ev.resolution == 2 * TOLERANCES.roundoff * float(np.spacing(1e8)) and not ev.whole
