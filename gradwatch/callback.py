@@ -206,14 +206,15 @@ class GradWatch:
             on_dropout=on_dropout, on_failure=on_failure, progress=progress,
         )
         environ = os.environ
-        env_config = environ.get("GRADWATCH_CONFIG", "").strip()
+        switch = _env_switch(environ)
+        # GRADWATCH=0 switches the watch off: nothing else in the environment can stop training then
+        env_config = environ.get("GRADWATCH_CONFIG", "").strip() if switch is not False else ""
         if env_config:
             config = GradWatchConfig(**{**config.as_dict(), **read_config_file(env_config)})
-        env_logdir = environ.get("GRADWATCH_LOGDIR", "").strip()
+        env_logdir = environ.get("GRADWATCH_LOGDIR", "").strip() if switch is not False else ""
         if env_logdir:
             config = config.replace(logdir=env_logdir)
-        switch = _env_switch(environ)
-        if config.logdir is not None:
+        if config.logdir is not None and switch is not False:
             problem = _logdir_problem(config.logdir)
             if problem:
                 raise ConfigError(f"logdir {os.fspath(config.logdir)!r} cannot be created: {problem}")
@@ -278,7 +279,6 @@ class GradWatch:
 
     def _check(self, step: int, params: Any, grads: Any, loss_fn: Optional[LossFn],
                dropout_active: DropoutFlag) -> Optional[CheckResult]:
-        self._init_pending = False
         fn = loss_fn if loss_fn is not None else self.loss_fn
         if fn is None:
             raise GradWatchError(
@@ -288,8 +288,13 @@ class GradWatch:
         if not callable(fn):
             raise TypeError(f"loss_fn must be callable, loss_fn(params) -> float; got {type(fn).__name__}")
         flag = dropout_active if dropout_active is not None else self.config.dropout_active
-        if callable(flag):
-            flag = flag()
+        called = callable(flag)
+        if called:
+            flag = cast(Callable[[], Any], flag)()
+        if not isinstance(flag, (bool, np.bool_)) and not (flag is None and not called):
+            raise TypeError(f"dropout_active must be a bool or a callable returning one; "
+                            f"{'it returned' if called else 'got'} {flag!r:.80} ({type(flag).__name__})")
+        self._init_pending = False  # a check is under way (a user error above leaves it due)
         if flag:
             self._refuse(step, f"dropout is active (dropout_active is true). {DROPOUT_ADVICE}")
             return None

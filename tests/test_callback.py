@@ -766,3 +766,35 @@ def test_an_inconclusive_check_is_silent_under_on_failure_ignore(inconclusive):
         warnings.simplefilter("error")
         result = watch.on_step(0, model.params, model.grads(model.params))
     assert result.verdict == "inconclusive"
+
+
+@pytest.mark.parametrize("flag", ["false", np.array([False, True]), lambda: "no", lambda: np.zeros(3), lambda: None])
+def test_a_dropout_flag_that_is_no_bool_is_refused_naming_it(flag):
+    model = Regression()
+    watch = GradWatch(model.loss, seed=0)
+    with pytest.raises(TypeError, match="dropout_active must be a bool or a callable returning one"):
+        watch.on_step(0, model.params, model.grads(model.params), dropout_active=flag)
+    # the check is still due: the user's mistake did not use it up
+    assert watch.on_step(0, model.params, model.grads(model.params), dropout_active=np.bool_(False)).passed
+
+
+def test_a_check_due_without_a_loss_stays_due_until_one_is_given():
+    model = Regression()
+    watch = GradWatch(seed=0)
+    with pytest.raises(GradWatchError, match="no loss_fn was given"):
+        watch.on_step(0, model.params, model.grads(model.params))
+    assert watch.on_step(1, model.params, model.grads(model.params), loss_fn=model.loss).passed
+
+
+def test_switched_off_by_the_environment_nothing_else_in_it_can_stop_training(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GRADWATCH", "0")
+    monkeypatch.setenv("GRADWATCH_CONFIG", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("GRADWATCH_LOGDIR", str(blocker / "logs"))  # under a file: cannot be created
+    model = Regression()
+    watch = GradWatch(model.loss, seed=0, logdir=blocker / "own")
+    assert not watch.enabled and watch.on_step(0, model.params, model.grads(model.params)) is None
+    monkeypatch.setenv("GRADWATCH", "1")
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        GradWatch(model.loss, seed=0)
