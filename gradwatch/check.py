@@ -253,7 +253,8 @@ def _guarded_check(guard: Guard, loss_fn: Callable[[Any], Any], params: Params, 
         if changed and hasattr(exc, "add_note"):  # Python 3.11+
             exc.add_note(f"gradwatch: loss_fn changed params {', '.join(repr(n) for n in changed)} during the check"
                          + (": they were put back" if restored else
-                            ", and they are too large to have been copied: they stay changed"))
+                            ", and not all could be put back (too large to have been copied, or changed in a "
+                            "way NumPy cannot undo)"))
         raise
     _refuse_if_changed(guard)
     return result
@@ -269,7 +270,8 @@ def _refuse_if_changed(guard: Guard) -> None:
     raise GradWatchError(
         f"loss_fn changed params {', '.join(repr(n) for n in changed)} (in place, or by replacing the array): "
         "it must compute the loss from the mapping it is handed without modifying it. "
-        + ("The parameters were restored." if restored else "They could not all be restored (too large to copy).")
+        + ("The parameters were restored." if restored else "They could not all be restored (too large to have been copied, "
+           "or changed in a way NumPy cannot undo).")
     )
 
 

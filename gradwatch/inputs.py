@@ -230,8 +230,14 @@ class Slot:
 def build_slot(name: str, key: Any, array: Any, grad: Any) -> Slot:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"parameter {name!r} must be a NumPy float array; got {type(array).__name__}")
+    if isinstance(array, (np.matrix, np.ma.MaskedArray)):  # their arithmetic is not an ndarray's
+        raise TypeError(f"parameter {name!r} is a {type(array).__module__}.{type(array).__name__}: pass a plain "
+                        "ndarray (np.asarray), with a loss that computes on ndarrays")
     if array.dtype.kind != "f":
         raise TypeError(f"parameter {name!r} must be a float array; got dtype {array.dtype}")
+    if grad is None or isinstance(grad, (str, bytes)):
+        raise TypeError(f"gradient of parameter {name!r} must be an array of shape {array.shape}; "
+                        f"got {type(grad).__name__}: {grad!r:.40}")
     g = np.asarray(grad)
     if g.shape != array.shape:
         raise ValueError(f"gradient of parameter {name!r} has shape {g.shape}, but the parameter has shape {array.shape}")
@@ -486,6 +492,8 @@ def _put_back(array: np.ndarray, copy: Optional[np.ndarray], fingerprint: Finger
             warnings.simplefilter("ignore")  # setting .dtype in place is deprecated, and still the only way back
             if array.dtype.str != dtype:
                 array.dtype = np.dtype(dtype)  # type: ignore[misc]
+            if array.size != math.prod(shape):  # resized in place (ndarray.resize): its own buffer, resized back
+                array.resize(shape, refcheck=False)
             if array.shape != shape:
                 array.shape = shape
         if copy is None or not array.flags.writeable:

@@ -821,7 +821,7 @@ def test_a_large_parameter_a_raising_loss_changed_is_named_in_a_note_on_its_erro
     with pytest.raises(RuntimeError, match="boom") as info:
         check_gradients(loss, {"W": w}, {"dW": np.zeros((300, 300))}, seed=0)
     notes = getattr(info.value, "__notes__", [])
-    assert any("changed params 'W'" in n and "stay changed" in n for n in notes)
+    assert any("changed params 'W'" in n and "not all could be put back" in n for n in notes)
 
 
 @pytest.mark.parametrize("change", ["append", "pop", "insert"])
@@ -1530,3 +1530,29 @@ def test_a_loss_that_is_exactly_zero_at_the_point_still_shows_a_wrong_entry():
     wrong = check_gradients(loss, {"a": a, "b": b}, {"da": 2 * a, "db": 2 * b}, seed=0)
     right = check_gradients(loss, {"a": a, "b": b}, {"da": 2 * a, "db": np.full(2, 5.0)}, seed=0)
     assert wrong.failed == ("b",) and right.passed
+
+
+def test_a_loss_that_resizes_a_parameter_in_place_has_it_put_back():
+    w, b = np.ones(3), np.arange(4.0)
+    params = {"W": w, "b": b}
+
+    def loss(p):
+        p["b"].resize(8, refcheck=False)
+        return float(np.sum(p["W"] ** 2))
+
+    with pytest.raises(Exception) as info:
+        check_gradients(loss, params, {"dW": 2 * w, "db": np.zeros(4)}, seed=0)
+    assert any("changed params 'b'" in n and "put back" in n for n in getattr(info.value, "__notes__", [""]))
+    assert params["b"] is b and b.shape == (4,) and np.array_equal(b, np.arange(4.0))
+
+
+@pytest.mark.parametrize("make", [np.matrix, np.ma.array])
+def test_matrix_and_masked_parameters_are_refused_naming_them(make):
+    with pytest.raises(TypeError, match="parameter 'W' is a numpy.*pass a plain ndarray"):
+        check_gradients(lambda p: 0.0, {"W": make([[1.0, 2.0]])}, {"dW": np.ones((1, 2))}, seed=0)
+
+
+@pytest.mark.parametrize("grad", [None, "2.0"])
+def test_a_gradient_that_is_no_array_is_named_with_what_it_is(grad):
+    with pytest.raises(TypeError, match=f"gradient of parameter 'W' must be an array of shape \\(2,\\); got {type(grad).__name__}"):
+        check_gradients(lambda p: 0.0, {"W": np.ones(2)}, {"dW": grad}, seed=0)
