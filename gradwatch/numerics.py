@@ -27,11 +27,12 @@ def numerical_gradient(f: Callable[[Any], Any], theta: ArrayLike, epsilon: float
     >>> round(numerical_gradient(lambda t: t**3, 1.0, epsilon=0.01), 10)
     3.0001
     """
-    if epsilon <= 0 or not np.isfinite(epsilon):
+    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, (int, float, np.integer, np.floating)) \
+            or not (0 < epsilon < math.inf):
         raise ValueError(f"epsilon must be a positive finite number; got {epsilon!r}")
     if np.ndim(theta) == 0 and not isinstance(theta, np.ndarray):
         t = float(theta)
-        return (float(f(t + epsilon)) - float(f(t - epsilon))) / (2 * epsilon)
+        return (_scalar(f(t + epsilon)) - _scalar(f(t - epsilon))) / (2 * epsilon)
     work = np.array(theta, dtype=np.result_type(np.asarray(theta).dtype, np.float64), copy=True)
     out = np.empty(work.shape, dtype=np.float64)
     flat = work.reshape(-1)
@@ -40,13 +41,22 @@ def numerical_gradient(f: Callable[[Any], Any], theta: ArrayLike, epsilon: float
         saved = flat[i]
         try:
             flat[i] = saved + epsilon
-            j_plus = float(f(work))
+            j_plus = _scalar(f(work))
             flat[i] = saved - epsilon
-            j_minus = float(f(work))
+            j_minus = _scalar(f(work))
         finally:
             flat[i] = saved
         out_flat[i] = (j_plus - j_minus) / (2 * epsilon)
     return out
+
+
+def _scalar(value: Any) -> float:
+    """What ``f`` returned, as a float: a real scalar or a one-element array."""
+    array = np.asarray(value) if value is not None and not isinstance(value, (str, bytes)) else None
+    if array is None or array.size != 1 or array.dtype.kind not in "fiub":
+        shown = f"an array of shape {array.shape}" if array is not None and array.size != 1 else f"{value!r:.60}"
+        raise TypeError(f"f must return a real scalar; got {shown} ({type(value).__name__})")
+    return float(array.reshape(()))
 
 
 def norm2(x: Union[ArrayLike, Sequence[float]]) -> float:
@@ -81,6 +91,9 @@ def relative_difference(grad: ArrayLike, gradapprox: ArrayLike) -> float:
     >>> relative_difference([1.0, 2.0], [1.0, 2.0])
     0.0
     """
+    if np.iscomplexobj(grad) or np.iscomplexobj(gradapprox):
+        raise TypeError("grad and gradapprox must be real; got complex values (formula (2) would drop their "
+                        "imaginary parts)")
     g = np.asarray(grad, dtype=np.float64)
     a = np.asarray(gradapprox, dtype=np.float64)
     if g.shape != a.shape:

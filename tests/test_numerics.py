@@ -1,5 +1,7 @@
 """The documents' formulas and the flattening of parameters."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -143,3 +145,24 @@ def test_params_to_vector_refuses_keys_that_print_alike():
 
     with pytest.raises(GradWatchError, match="both named '1'"):
         params_to_vector({1: np.ones(2), "1": np.zeros(2)})
+
+
+@pytest.mark.parametrize("epsilon", [None, "1e-3", True, 0.0, -1e-3, float("nan"), float("inf")])
+def test_numerical_gradient_names_an_epsilon_it_cannot_use(epsilon):
+    with pytest.raises(ValueError, match=f"epsilon must be a positive finite number; got {re.escape(repr(epsilon))}"):
+        numerical_gradient(lambda t: t**2, 1.0, epsilon=epsilon)
+
+
+@pytest.mark.parametrize("returned,shown", [(np.ones(3), r"an array of shape \(3,\)"), (None, "None"), ("1.0", "'1.0'")])
+def test_numerical_gradient_names_what_f_returned_when_it_is_no_scalar(returned, shown):
+    with pytest.raises(TypeError, match=f"f must return a real scalar; got {shown}"):
+        numerical_gradient(lambda t: returned, np.ones(2), epsilon=1e-3)
+
+
+def test_numerical_gradient_takes_a_one_element_array_for_a_scalar():
+    assert numerical_gradient(lambda t: np.array([t**2]), 2.0, epsilon=1e-3) == pytest.approx(4.0, rel=1e-12)
+
+
+def test_formula_2_refuses_complex_values_rather_than_dropping_their_imaginary_parts():
+    with pytest.raises(TypeError, match="must be real"):
+        relative_difference([1j], [1.0])
