@@ -287,10 +287,11 @@ def _records_of_file(run: str, path: str) -> Tuple[List[CheckRecord], Optional[D
             continue
         try:
             decoded = {tag: decode(value) for tag, value in tags.items()}
-        except Exception as exc:  # noqa: BLE001 - a value we cannot decode: name the file, keep the rest
+            record = _record(run, path, float(event.wall_time), int(event.step), decoded)
+        except Exception as exc:  # noqa: BLE001 - a value we cannot decode (or of another kind: text where a
+            # number belongs): name the file, keep the rest
             damage = damage or Damage(path, 0, f"an undecodable value at step {event.step} ({type(exc).__name__})")
             continue
-        record = _record(run, path, float(event.wall_time), int(event.step), decoded)
         if record is not None:
             records.append(record)
     return records, damage

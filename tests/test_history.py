@@ -221,3 +221,19 @@ def test_a_run_fails_when_any_of_its_checks_failed(tmp_path, results):
     with TensorBoardLogger(tmp_path / "c") as tb:
         tb.log_check(0, good)
     assert run_verdicts(read_history(tmp_path)) == {"a": "failed", "b": "refused", "c": "passed"}
+
+
+@pytest.mark.parametrize("odd", ["text", "histogram"])
+def test_a_value_of_another_kind_where_a_number_belongs_is_damage_named(tmp_path, results, odd):
+    from gradwatch.tensorboard import histogram_value, scalar_value, text_value
+
+    good, _ = results
+    with TensorBoardLogger(tmp_path) as tb:
+        tb.log_check(0, good)
+        passed = text_value("gradcheck/passed", "yes") if odd == "text" else histogram_value(
+            "gradcheck/passed", np.array([0.0, 1.0, 1.0]))
+        tb._write(3, lambda: [scalar_value("gradcheck/difference", 0.5), passed])
+    history = scan(tmp_path)
+    assert [(r.step, r.verdict) for r in history.records] == [(0, "passed")]
+    (damage,) = history.damaged
+    assert damage.path == only_file(tmp_path) and "step 3" in damage.reason
