@@ -17,7 +17,7 @@ import numpy as np
 
 from .check import CheckResult, check_gradients
 from .errors import GradWatchError
-from .inputs import Guard
+from .inputs import Guard, gradient_arrays
 from .numerics import named_tensors
 
 Inputs = Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
@@ -126,6 +126,9 @@ def _given_dout(out: _Structure, dout: Any) -> list[np.ndarray]:
         if not np.all(np.isfinite(given)):
             raise ValueError(f"{out.label('dout', k)} holds a NaN or infinity; dout must be finite")
         leaves.append(np.array(given, dtype=np.float64, copy=True))
+    if not any(np.any(leaf) for leaf in leaves):
+        raise ValueError("dout is all zeros: <forward(inputs), dout> is then 0 whatever the layer computes, and every "
+                         "gradient would be compared with 0; pass a nonzero dout, or dout=None for a random one")
     return leaves
 
 
@@ -152,27 +155,11 @@ def _inputs(inputs: Inputs) -> list[tuple[str, np.ndarray]]:
     return pairs
 
 
-def _gradient_for(returned: Mapping[Any, Any], name: str) -> Any:
-    keys = [key for key in ("d" + name, name) if key in returned]
-    if not keys:
-        shown = ", ".join(repr(k) for k in list(returned)[:12])
-        raise GradWatchError(
-            f"backward returned no gradient for input {name!r}: neither {'d' + name!r} nor {name!r} "
-            f"is among its keys ({shown})"
-        )
-    if len(keys) == 2 and returned[keys[0]] is not returned[keys[1]]:
-        raise GradWatchError(
-            f"backward returned both {keys[0]!r} and {keys[1]!r}: which one is the gradient of input {name!r}? "
-            "Return one of them"
-        )
-    return returned[keys[0]]
-
-
 def _gradients(returned: Any, pairs: list[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """What ``backward`` returned, checked and keyed ``"d" + name`` for check_gradients."""
     names = [name for name, _ in pairs]
     if isinstance(returned, Mapping):
-        raw = [_gradient_for(returned, name) for name in names]
+        raw = gradient_arrays(returned, names, source="what backward returned")
     elif isinstance(returned, (tuple, list)):
         if len(returned) != len(pairs):
             raise GradWatchError(

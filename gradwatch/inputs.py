@@ -88,7 +88,7 @@ def as_loss(value: Any) -> Tuple[float, Optional[np.dtype]]:
 # Which gradient is whose
 
 
-def _convention(grads: Mapping[Any, Any], names: List[str], keys: Sequence[Any]) -> Dict[str, Any]:
+def _convention(grads: Mapping[Any, Any], names: List[str], keys: Sequence[Any], source: str) -> Dict[str, Any]:
     """The key of each parameter's gradient: one convention ("d" + name, or the bare name) for all; else the
     parameters' own keys (ints: a list's positions, or a mapping's int keys)."""
     taken = set(names)
@@ -104,7 +104,7 @@ def _convention(grads: Mapping[Any, Any], names: List[str], keys: Sequence[Any])
         a, b = grads["d" + n], grads[n]
         if a is not b and not np.array_equal(np.asarray(a), np.asarray(b)):
             raise GradWatchError(
-                f"grads holds both {'d' + n!r} and {n!r} with different arrays: which one is the "
+                f"{source} holds both {'d' + n!r} and {n!r} with different arrays: which one is the "
                 f"gradient of parameter {n!r} is ambiguous; pass one convention"
             )
     if prefixed:
@@ -118,19 +118,20 @@ def _convention(grads: Mapping[Any, Any], names: List[str], keys: Sequence[Any])
     if missing:
         n = missing[0]
         raise GradWatchError(
-            f"no gradient for parameter {n!r}: grads has neither {'d' + n!r} nor {n!r} (its keys: {shown})"
+            f"no gradient for {n!r}: {source} has neither {'d' + n!r} nor {n!r} (its keys: {shown})"
         )
     raise GradWatchError(
-        "grads mixes conventions: neither 'd' + name nor the bare name covers every parameter "
+        f"{source} mixes conventions: neither 'd' + name nor the bare name covers every parameter "
         f"({', '.join(names)}); its keys: {shown}"
     )
 
 
-def gradient_arrays(grads: Grads, names: List[str], keys: Optional[Sequence[Any]] = None) -> List[Any]:
+def gradient_arrays(grads: Grads, names: List[str], keys: Optional[Sequence[Any]] = None,
+                    source: str = "grads") -> List[Any]:
     """The gradient of each named parameter, in order, by the contract's convention rule (``keys``: the
     parameters' own keys; a list's positions when not given)."""
     if isinstance(grads, Mapping):
-        chosen = _convention(grads, names, list(range(len(names))) if keys is None else keys)
+        chosen = _convention(grads, names, list(range(len(names))) if keys is None else keys, source)
         return [grads[chosen[n]] for n in names]
     if isinstance(grads, (list, tuple)):
         if len(grads) != len(names):

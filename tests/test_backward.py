@@ -244,7 +244,7 @@ def test_a_backward_missing_a_gradient_is_refused_naming_it():
         del g["dw"]
         return g
 
-    with pytest.raises(GradWatchError, match="no gradient for input 'w': neither 'dw' nor 'w'"):
+    with pytest.raises(GradWatchError, match="no gradient for 'w': what backward returned has neither 'dw' nor 'w'"):
         check_backward(layer.forward, backward, layer.inputs)
 
 
@@ -397,3 +397,15 @@ def test_a_backward_that_changes_its_inputs_is_named_and_they_are_restored():
     with pytest.raises(GradWatchError, match="changed inputs 'x'"):
         check_backward(lambda q: q["x"] * 1.0, backward, {"x": x}, seed=0)
     assert np.array_equal(x, np.arange(6.0).reshape(2, 3))
+
+
+def test_inputs_named_x_and_dx_with_prefixed_gradients_are_not_ambiguous():
+    x, dx = np.ones(3), np.full(3, 2.0)
+    result = check_backward(lambda i: i["x"] * i["dx"], lambda i, d: {"dx": d * i["dx"], "ddx": d * i["x"]},
+                            {"x": x, "dx": dx}, seed=0)
+    assert result.passed
+
+
+def test_an_all_zero_dout_is_refused_rather_than_checking_nothing():
+    with pytest.raises(ValueError, match="dout is all zeros"):
+        check_backward(lambda i: i["x"] * 2, lambda i, d: {"dx": 3 * d}, {"x": np.ones(3)}, dout=np.zeros(3), seed=0)
