@@ -79,8 +79,12 @@ def _param_check(slot: Slot, outcome: Outcome, judgement: Judgement, threshold: 
     )
 
 
-def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional[Located]) -> str:
+def _note(judgement: Judgement, outcome: Outcome, reason: str, located: Optional[Located], slot: Slot,
+          threshold: float) -> str:
     parts = []
+    if judgement.verdict == "wrong" and slot.grad_precision > threshold:
+        parts.append(f"the gradient comes in {slot.grad.dtype}, whose rounding alone ({slot.grad_precision:.0e} per "
+                     f"entry) is not below the threshold ({threshold:.0e}): compute it in the parameter's dtype")
     if judgement.verdict == "inconclusive":
         parts.append(reason)
     if outcome.kinks:
@@ -251,13 +255,19 @@ def _guarded_check(guard: Guard, loss_fn: Callable[[Any], Any], params: Params, 
         changed = guard.changed()
         restored = guard.restore()
         if changed and hasattr(exc, "add_note"):  # Python 3.11+
-            exc.add_note(f"gradwatch: loss_fn changed params {', '.join(repr(n) for n in changed)} during the check"
+            exc.add_note(f"gradwatch: loss_fn changed params {_names(changed)} during the check"
                          + (": they were put back" if restored else
                             ", and not all could be put back (too large to have been copied, or changed in a "
                             "way NumPy cannot undo)"))
         raise
     _refuse_if_changed(guard)
     return result
+
+
+def _names(names: Sequence[str], shown: int = 8) -> str:
+    """Names for a message: the first ``shown``, and how many more."""
+    listed = ", ".join(repr(n) for n in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _refuse_if_changed(guard: Guard) -> None:
@@ -268,7 +278,7 @@ def _refuse_if_changed(guard: Guard) -> None:
         return
     restored = guard.restore()
     raise GradWatchError(
-        f"loss_fn changed params {', '.join(repr(n) for n in changed)} (in place, or by replacing the array): "
+        f"loss_fn changed params {_names(changed)} (in place, or by replacing the array): "
         "it must compute the loss from the mapping it is handed without modifying it. "
         + ("The parameters were restored." if restored else "They could not all be restored (too large to have been copied, "
            "or changed in a way NumPy cannot undo).")
@@ -326,7 +336,8 @@ def _result(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome], j
         reason = j.reason or why_unsure(o.probes, ev, ctx.epsilon, ctx.j0, o.reference, ctx.thresholds[s.name],
                                         o.statistical, o.narrowed, step_roundoff, o.step if o.truncated else 0.0)
         loc = located.get(s.name)
-        per_param[s.name] = _param_check(s, o, j, ctx.thresholds[s.name], _note(j, o, reason, loc), loc)
+        threshold = ctx.thresholds[s.name]
+        per_param[s.name] = _param_check(s, o, j, threshold, _note(j, o, reason, loc, s, threshold), loc)
     for s in slots:
         bad = s.first_nonfinite
         if bad is not None and s.grad_finite:

@@ -428,6 +428,9 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
                 f"of the parameter) that the truncation of a central difference at the step h = {truncated_at:.2g} "
                 "could hide an error of the threshold's size: pass a smaller epsilon (truncation falls with h², "
                 "round-off grows with 1/h), or check at another point")
+    if epsilon is not None and epsilon > math.sqrt(ev.precision) and (noisy or not probes.settled):
+        return (f"epsilon={epsilon:g} is so large that the loss's bending over a step (truncation) swamps the "
+                "differences: leave epsilon=None (gradwatch chooses the step) or pass a smaller one")
     if noisy and epsilon is not None:
         return (f"epsilon={epsilon:g} is so small that round-off swamps the differences: leave epsilon=None "
                 "(gradwatch chooses the step) or pass a larger one")

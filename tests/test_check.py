@@ -1556,3 +1556,31 @@ def test_matrix_and_masked_parameters_are_refused_naming_them(make):
 def test_a_gradient_that_is_no_array_is_named_with_what_it_is(grad):
     with pytest.raises(TypeError, match=f"gradient of parameter 'W' must be an array of shape \\(2,\\); got {type(grad).__name__}"):
         check_gradients(lambda p: 0.0, {"W": np.ones(2)}, {"dW": grad}, seed=0)
+
+
+def test_a_loss_that_appends_to_a_list_of_params_is_named_in_a_short_message():
+    params = [np.ones(2)]
+
+    def loss(p):
+        p.extend(np.zeros(1) for _ in range(30))
+        return float(np.sum(p[0] ** 2))
+
+    with pytest.raises(GradWatchError, match=r"changed params '1', '2', .*'8' and \d+ more") as info:
+        check_gradients(loss, params, [2 * np.ones(2)], seed=0)
+    assert len(params) == 1 and len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("epsilon,word", [(1.0, "so large"), (1e-14, "so small")])
+def test_an_epsilon_that_limits_the_check_is_named_too_large_or_too_small(epsilon, word):
+    w = np.random.default_rng(0).standard_normal(5)
+    result = check_gradients(lambda p: float(np.sum(np.sin(p["w"]))), {"w": w}, {"dw": np.cos(w)}, epsilon=epsilon, seed=0)
+    assert result.verdict == "inconclusive" and f"epsilon={epsilon:g} is {word}" in result.per_param["w"].note
+
+
+def test_a_wrong_float16_gradient_of_float64_parameters_names_its_dtype():
+    w = np.random.default_rng(0).standard_normal(50)
+    loss = lambda p: float(np.sum(np.sin(p["w"])))  # noqa: E731
+    half = check_gradients(loss, {"w": w}, {"dw": np.cos(w).astype(np.float16)}, seed=0)
+    assert half.failed == ("w",) and "comes in float16" in half.per_param["w"].note
+    wrong64 = check_gradients(loss, {"w": w}, {"dw": 1.01 * np.cos(w)}, seed=0)
+    assert wrong64.failed == ("w",) and "comes in" not in wrong64.per_param["w"].note
