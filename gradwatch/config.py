@@ -144,7 +144,7 @@ def _logdir(value: Any) -> Optional[str]:
         return None
     if isinstance(value, (str, os.PathLike)):
         path = os.fspath(value)
-        if isinstance(path, str) and path.strip():
+        if isinstance(path, str) and path.strip() and "\x00" not in path:  # no path holds a NUL
             return path
     raise ConfigError(f"logdir must be None (null) or a directory path; got {_got(value)}")
 

@@ -140,6 +140,7 @@ def test_bad_value_message_says_what_is_allowed(tmp_path):
         ("threshold: small\n", "threshold"),
         ("seed: -1\n", "seed"),
         ("logdir: 7\n", "logdir"),
+        ('logdir: "runs/a\\0b"\n', "logdir"),
         ("enabled: sometimes\n", "enabled"),
         ("dropout_active: 3\n", "dropout_active"),
         ("on_dropout: ignore\n", "on_dropout"),
