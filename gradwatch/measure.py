@@ -155,8 +155,8 @@ def refine(ctx: Context, ws: Workspace, probe: Probe, first: Measurement, thresh
         if nxt is None:
             break
         trail.append(nxt)
-        if agree(trail[-2], nxt, ev, a, threshold, reference):
-            break
+        if nxt.flat or agree(trail[-2], nxt, ev, a, threshold, reference):
+            break  # agreed; or flat, and smaller steps would resolve even less
     j_base = base_loss(ctx, ws) if len(trail) > 1 and ev.affords(1) else ctx.j0
     settled = settle(a, trail, ev, j_base, threshold, reference, probe.coordinate)
     if len(trail) > 1 and 0.0 < settled.unexplained < math.inf:

@@ -186,6 +186,10 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
         return Settled(analytic, first.numeric, gap, gap + roundoff + (known or 0.0), 0.0, clean, "", last.numeric)
     previous = trail[-2]
     moved = abs(last.numeric - previous.numeric)
+    if last.flat and not first.flat:
+        # the step shrank below what the loss resolves (it rounds, or cancels large terms): an estimate of 0
+        # there is no measurement, and two of them agreeing prove nothing
+        return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False, "", last.numeric)
     agreed = agree(previous, last, ev, analytic, threshold, reference)
     # what the last estimate may still carry of truncation: Richardson's estimate, doubled
     noise = roundoff + 2 * moved / (TOLERANCES.refine_ratio ** 2 - 1) if agreed else roundoff + moved

@@ -45,42 +45,38 @@ def dyadic_grain(value: float) -> float:
 
 
 class Grid:
-    """The coarsest grid the loss's values sit on, when it is far coarser than their precision: a loss
-    that cancels large terms (``(1e8 + s) − c`` lands on multiples of 1e8's ulp) or rounds (``round(J, 3)``)
-    is only that precise, however small its values. Evidence needs ``grid_values`` distinct values: a
-    value computed to its precision sits on a much coarser grid only by chance (see the tolerances)."""
+    """The coarsest power-of-two grid the loss's values sit on, when it is far coarser than their
+    precision: a loss that cancels large terms (``(1e8 + s) − c`` lands on multiples of 1e8's ulp) is only
+    that precise, however small its values. Evidence needs ``grid_values`` distinct values: a value computed
+    to its precision sits on a grid 16× coarser than its ulp by a chance of 1/16; a single value can be
+    evidence enough (``(1e12 + f) − 1e12`` sits on a grid 2^39 × coarser than its ulp). (Grids of powers of ten,
+    ``round(J, 3)``, are not read: integer data and a decimal ``epsilon`` put exact values on them too.)"""
 
     def __init__(self) -> None:
-        self.values: Set[float] = set()
+        self.seen: Set[float] = set()  # the first distinct values, up to grid_values
         self.grain = math.inf  # the largest power of two dividing every value
         self.largest = 0.0
 
     def add(self, value: float) -> bool:
-        """Take a loss value; whether the set of distinct values grew (only they change the grid)."""
-        if value == 0.0 or not math.isfinite(value) or value in self.values:
+        """Take a loss value; whether the grid may have changed."""
+        if value == 0.0 or not math.isfinite(value):
             return False
-        self.grain = min(self.grain, dyadic_grain(value))
-        self.largest = max(self.largest, abs(value))
-        if len(self.values) < 16:
-            self.values.add(value)
-        return True
+        grain, largest = min(self.grain, dyadic_grain(value)), max(self.largest, abs(value))
+        grew = len(self.seen) < TOLERANCES.grid_values and value not in self.seen
+        if grew:
+            self.seen.add(value)
+        changed = grew or grain != self.grain or largest != self.largest
+        self.grain, self.largest = grain, largest
+        return changed
 
     def resolution(self, precision: float) -> float:
-        """The grid's spacing when the values show one coarser than ``grid_margin`` × their precision (an
-        absolute bound on one loss's rounding, as ``TOLERANCES.roundoff`` × precision × |J| is a relative
-        one); 0 otherwise."""
-        if len(self.values) < TOLERANCES.grid_values:
+        """The grid's spacing when the values show one coarser than ``grid_dyadic_margin`` × their precision
+        (an absolute bound on one loss's rounding, as ``TOLERANCES.roundoff`` × precision × |J| is a relative
+        one): twice that many units of the grid, the grid being the ulp where the loss was rounded; else 0."""
+        coarse = self.grain / (precision * self.largest) if self.largest > 0 else 0.0
+        if coarse < TOLERANCES.grid_dyadic_margin or len(self.seen) * math.log2(coarse) < TOLERANCES.grid_evidence_bits:
             return 0.0
-        if self.grain >= TOLERANCES.grid_dyadic_margin * precision * self.largest:
-            return 2 * TOLERANCES.roundoff * self.grain  # rounded where the ulp was that grain, as a relative bound allows
-        fine = TOLERANCES.grid_decimal_margin * precision * self.largest
-        for k in range(-6, 17):  # decimal grids, coarse to fine
-            q = 10.0 ** -k
-            if q < fine:
-                break
-            if all(abs(v / q - round(v / q)) <= 4 * _EPS64 * abs(v / q) for v in self.values):
-                return q
-        return 0.0
+        return 2 * TOLERANCES.roundoff * self.grain
 
 
 class Evaluator:
@@ -277,6 +273,11 @@ class Measurement:
     @property
     def loss_size(self) -> float:
         return max(abs(self.j_plus), abs(self.j_minus))
+
+    @property
+    def flat(self) -> bool:
+        """The two losses are the same number: the loss did not resolve this step at all."""
+        return self.j_plus == self.j_minus
 
 
 def _displace(ws: Workspace, probe: Probe, step: float) -> None:

@@ -1584,3 +1584,19 @@ def test_a_wrong_float16_gradient_of_float64_parameters_names_its_dtype():
     assert half.failed == ("w",) and "comes in float16" in half.per_param["w"].note
     wrong64 = check_gradients(loss, {"w": w}, {"dw": 1.01 * np.cos(w)}, seed=0)
     assert wrong64.failed == ("w",) and "comes in" not in wrong64.per_param["w"].note
+
+
+@pytest.mark.parametrize("epsilon", [1e-7, 1e-4])
+def test_nice_parameters_stepped_by_a_decimal_epsilon_are_judged_as_any_other(epsilon):
+    loss = lambda p: float(p["theta"] * 2.0)  # noqa: E731
+    right = check_gradients(loss, {"theta": np.array(4.0)}, {"dtheta": np.array(2.0)}, epsilon=epsilon, seed=0)
+    wrong = check_gradients(loss, {"theta": np.array(4.0)}, {"dtheta": np.array(2.5)}, epsilon=epsilon, seed=0)
+    assert right.passed and wrong.failed == ("theta",)
+
+
+def test_a_loss_rounded_coarser_than_a_step_moves_it_is_inconclusive_not_wrong():
+    w = np.random.default_rng(0).standard_normal(5)
+    loss = lambda p: float((1e12 + np.sum(np.sin(p["w"]))) - 1e12)  # noqa: E731  (multiples of 1.2e-4)
+    result = check_gradients(loss, {"w": w}, {"dw": np.cos(w)}, seed=0)
+    note = result.per_param["w"].note  # its values fit float32 too: read as a low-precision loss or as a grid
+    assert result.verdict == "inconclusive" and ("grid" in note or "low precision" in note)

@@ -638,3 +638,16 @@ def test_curvature_with_round_off_in_the_extrapolation_is_not_a_kink():
     from gradwatch.noise import _corner_at_point
 
     assert _corner_at_point(trail, ev, j0) is None
+
+
+def test_a_step_the_loss_no_longer_resolves_settles_nothing():
+    # the loss moved at the first step, and not at all at the next two: estimates of 0 are no measurement
+    h = 1e-5
+    trail = [Measurement(h, 2.0, 1.0 + 2 * h, 1.0 - 2 * h), Measurement(h / 4, 0.0, 1.0, 1.0),
+             Measurement(h / 16, 0.0, 1.0, 1.0)]
+    s = settle(2.5, trail, evaluator(), 1.0, 1e-7, 2.0, coordinate=True)
+    assert not s.settled and s.unexplained == 0.0 and s.bound >= s.gap
+    # a loss flat from the first step (a parameter it does not use) is measured as such: 0, an error shown
+    flat = [Measurement(h, 0.0, 1.0, 1.0), Measurement(h / 4, 0.0, 1.0, 1.0)]
+    s = settle(2.5, flat, evaluator(), 1.0, 1e-7, 2.0, coordinate=True)
+    assert s.settled and s.unexplained > 0

@@ -471,13 +471,21 @@ def test_values_of_a_loss_that_cancels_large_terms_show_its_grid():
     values = [(1e8 + s0 + d) - c for d in rng.standard_normal(6) * 1e-5]
     ulp = float(np.spacing(1e8))
     assert _grid_of(values).resolution(EPS) == 2 * TOLERANCES.roundoff * ulp
-    assert _grid_of(values[: TOLERANCES.grid_values - 1]).resolution(EPS) == 0.0  # too few values to tell
+    # one value is evidence enough (~2^39 x its ulp), and its grain a multiple of the grid
+    assert _grid_of(values[:1]).resolution(EPS) >= 2 * TOLERANCES.roundoff * ulp
 
 
-def test_values_rounded_to_decimals_show_their_grid():
-    rng = np.random.default_rng(0)
-    values = [round(float(v), 3) for v in 12.3 + rng.standard_normal(6) * 0.01]
-    assert _grid_of(values).resolution(EPS) == pytest.approx(1e-3, rel=1e-12)
+def test_a_grid_needs_evidence_in_proportion_to_how_coarse_it_is():
+    # values 1 + k 2^-47 (k odd) sit on a grid 32x coarser than their ulp: 5 bits of evidence each
+    values = [1.0 + k * 2.0**-47 for k in (1, 3, 5, 7)]
+    assert _grid_of(values[:3]).resolution(EPS) == 0.0  # 15 bits: chance could do it
+    assert _grid_of(values).resolution(EPS) == 2 * TOLERANCES.roundoff * 2.0**-47  # 20 bits
+
+
+def test_values_on_a_decimal_grid_show_none():
+    # integer data stepped by a decimal epsilon lands on exact decimals: no evidence of a rounded loss
+    values = [2.0 * (4.0 + k * 1e-7) for k in (-3, -1, 1, 3, 5)]
+    assert _grid_of(values).resolution(EPS) == 0.0
 
 
 @pytest.mark.parametrize("dtype,precision", [(np.float64, EPS), (np.float32, float(np.finfo(np.float32).eps))])
