@@ -29,6 +29,7 @@ from .inputs import (
     Slot,
     Workspace,
     build_slots,
+    chunks,
     validate_positive,
     validate_sample,
     validate_seed,
@@ -40,7 +41,7 @@ from .numerics import relative_difference
 from .probes import Evaluator, Progress
 from .result import CheckResult, ParamCheck
 from .screen import Screen, cleared, groups, screen_bounds, screen_group
-from .tolerances import TOLERANCES, threshold_for
+from .tolerances import TOLERANCES, precision_of, threshold_for
 
 __all__ = ["CheckResult", "ParamCheck", "check_gradients"]
 
@@ -285,6 +286,25 @@ def _refuse_if_changed(guard: Guard) -> None:
     )
 
 
+def _sees_below_float32(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float, seed: int) -> bool:
+    """Whether the loss sees a move of its float32 tensors too small for float32 (a quarter of each entry's
+    spacing, in the float64 copies it is handed): one that casts them back to float32, or computes in float32,
+    does not, and is then only float32-precise whatever it returns. One loss evaluation, when there are
+    float32 tensors."""
+    narrow = [s for s in slots if not s.in_place and s.array.dtype == np.float32 and s.size]
+    if not narrow or not ev.affords(1):
+        return True
+    rng = np.random.default_rng([seed, 32])
+    with Workspace(params, narrow) as ws:
+        for s in narrow:
+            for lo, hi in chunks(0, s.size):
+                base = ws.base(s, lo, hi)
+                spacing = np.spacing(np.abs(base).astype(np.float32)).astype(np.float64)
+                ws.write(s, lo, hi, base + 0.25 * spacing * rng.choice((-1.0, 1.0), size=hi - lo))
+        moved = ev(ws.mapping)
+    return moved != j0
+
+
 def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sample: Sample, epsilon: Optional[float],
            threshold: Optional[float], seed: int, progress: Optional[Progress]) -> CheckResult:
     mode, limit, planned = _plan(slots, sample)
@@ -294,6 +314,8 @@ def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sam
     if not math.isfinite(j0):
         return _nonfinite_result(slots, ctx.thresholds, j0, ev, seed, sample, epsilon)
     ev.base(params, "at the start, measured twice")
+    if not _sees_below_float32(ev, params, slots, j0, seed):
+        ev.computes_in = precision_of(np.dtype(np.float32))
 
     outcomes: Dict[str, Outcome] = {}
     screens: Dict[str, List[Screen]] = {}

@@ -421,6 +421,10 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
         return (f"the loss's values sit on a grid of {ev.resolution:.1e}, far coarser than their size needs: it "
                 "cancels large terms (like (1e8 + x) - c) or is rounded: compute it without the large constant "
                 "terms, and unrounded")
+    if noisy and ev.computes_in > 2 * _EPS64:
+        return ("the loss computes in float32 (moving its float32 tensors by less than float32's spacing does not "
+                "change it), so its round-off swamps the changes a step makes: compute the forward pass in float64 "
+                "(the arrays it is handed are float64 copies: do not cast them back), or pass a larger threshold")
     if noisy and ev.precision > 2 * _EPS64:
         return ("the loss comes back in low precision (float32 or less), so its round-off swamps the changes a "
                 "step makes: return the loss in float64 (e.g. float(np.sum(..., dtype=np.float64)))")

@@ -96,6 +96,7 @@ class Evaluator:
         self.base_losses: List[float] = []
         self.resolution = 0.0  # an absolute floor on the loss's noise: 1 for an integer loss, or its grid's spacing
         self.whole = False  # the loss came back as an integer
+        self.computes_in = 0.0  # the precision the loss computes in, when shown narrower than what it returns
         self.grid = Grid()
         self.repeats = 0  # probes measured twice at the same step
 
@@ -135,7 +136,12 @@ class Evaluator:
 
     @property
     def precision(self) -> float:
-        """The loss's relative precision: float64's, unless it comes back in (or rounded to) a narrower float."""
+        """The loss's relative precision: float64's, unless it comes back in (or rounded to) a narrower float,
+        or computes in one (``computes_in``)."""
+        return max(self._returned_precision, self.computes_in)
+
+    @property
+    def _returned_precision(self) -> float:
         if self.loss_dtype is not None:
             return precision_of(self.loss_dtype)
         if len(self._distinct) >= 3 and self._f16:

@@ -1600,3 +1600,50 @@ def test_a_loss_rounded_coarser_than_a_step_moves_it_is_inconclusive_not_wrong()
     result = check_gradients(loss, {"w": w}, {"dw": np.cos(w)}, seed=0)
     note = result.per_param["w"].note  # its values fit float32 too: read as a low-precision loss or as a grid
     assert result.verdict == "inconclusive" and ("grid" in note or "low precision" in note)
+
+
+class _Float32Net:
+    """tanh then sigmoid cross-entropy on 200 points, float32 parameters; ``cast``: the loss casts the float64
+    copies it is handed back to float32 and computes in float32 (summing in float64)."""
+
+    def __init__(self, hidden, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x = rng.standard_normal((2, 200)).astype(np.float32)
+        self.y = (self.x[0:1] * self.x[1:2] > 0).astype(np.float32)
+        self.params = {"W1": (rng.standard_normal((hidden, 2)) * 0.5).astype(np.float32),
+                       "b1": np.zeros((hidden, 1), np.float32),
+                       "W2": (rng.standard_normal((1, hidden)) * 0.5).astype(np.float32),
+                       "b2": np.zeros((1, 1), np.float32)}
+
+    def forward(self, p):
+        a1 = np.tanh(p["W1"] @ self.x + p["b1"])
+        return a1, 1 / (1 + np.exp(-(p["W2"] @ a1 + p["b2"])))
+
+    def loss(self, p, cast):
+        q = {k: v.astype(np.float32) for k, v in p.items()} if cast else p
+        _, a2 = self.forward(q)
+        terms = self.y * np.log(a2) + (1 - self.y) * np.log(1 - a2)
+        return float(-np.sum(terms, dtype=np.float64) / self.x.shape[1])
+
+    def grads(self):
+        p = {k: v.astype(np.float64) for k, v in self.params.items()}
+        a1, a2 = self.forward(p)
+        m = self.x.shape[1]
+        dz2 = (a2 - self.y) / m
+        dz1 = (p["W2"].T @ dz2) * (1 - a1 ** 2)
+        g = {"dW1": dz1 @ self.x.T, "db1": dz1.sum(axis=1, keepdims=True), "dW2": dz2 @ a1.T,
+             "db2": dz2.sum(axis=1, keepdims=True)}
+        return {k: v.astype(np.float32) for k, v in g.items()}
+
+
+@pytest.mark.parametrize("hidden", [8, 64])  # the full loop, and directions
+def test_a_loss_that_computes_float32_tensors_in_float32_is_never_called_wrong_when_right(hidden):
+    net = _Float32Net(hidden)
+    grads = net.grads()
+    cast = check_gradients(lambda p: net.loss(p, True), net.params, grads, seed=0)
+    assert cast.verdict in ("passed", "inconclusive") and not cast.failed
+    assert cast.passed or "computes in float32" in str(cast)
+    buggy = dict(grads, db1=grads["db1"] * np.float32(200))  # the 1/m forgotten
+    assert "b1" in check_gradients(lambda p: net.loss(p, True), net.params, buggy, seed=0).failed
+    plain = check_gradients(lambda p: net.loss(p, False), net.params, grads, seed=0)
+    assert plain.passed and "computes in float32" not in str(plain)
