@@ -47,6 +47,7 @@ __all__ = ["CheckResult", "ParamCheck", "check_gradients"]
 
 #: Checks of the same arrays must not interleave (each perturbs them in place): one check at a time.
 _LOCK = threading.RLock()
+_EPS64 = float(np.finfo(np.float64).eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,21 +287,24 @@ def _refuse_if_changed(guard: Guard) -> None:
     )
 
 
-def _sees_below_float32(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float, seed: int) -> bool:
-    """Whether the loss sees a move of its float32 tensors too small for float32 (a quarter of each entry's
-    spacing, in the float64 copies it is handed): one that casts them back to float32, or computes in float32,
-    does not, and is then only float32-precise whatever it returns. One loss evaluation, when there are
-    float32 tensors."""
+def _sees_below_float32(ev: Evaluator, params: Params, slots: Sequence[Slot], j0: float) -> bool:
+    """Whether the loss sees a move of a float32 tensor too small for float32: a quarter of each entry's
+    spacing, along its gradient's signs, in the float64 copy it is handed. One that casts the copy back to
+    float32, or computes in float32, does not, and is then only float32-precise whatever it returns. One loss
+    evaluation, when there are float32 tensors: the largest one is moved (its copy lives only while it is)."""
     narrow = [s for s in slots if not s.in_place and s.array.dtype == np.float32 and s.size]
     if not narrow or not ev.affords(1):
         return True
-    rng = np.random.default_rng([seed, 32])
-    with Workspace(params, narrow) as ws:
-        for s in narrow:
-            for lo, hi in chunks(0, s.size):
-                base = ws.base(s, lo, hi)
-                spacing = np.spacing(np.abs(base).astype(np.float32)).astype(np.float64)
-                ws.write(s, lo, hi, base + 0.25 * spacing * rng.choice((-1.0, 1.0), size=hi - lo))
+    slot = max(narrow, key=lambda s: s.size)
+    expected = 0.0
+    with Workspace(params, [slot]) as ws:
+        for lo, hi in chunks(0, slot.size):
+            base = ws.base(slot, lo, hi)
+            move = 0.25 * np.spacing(np.abs(base).astype(np.float32)).astype(np.float64) * np.sign(slot.grad_chunk(lo, hi))
+            expected += float(np.dot(slot.grad_chunk(lo, hi), move))
+            ws.write(slot, lo, hi, base + move)
+        if not expected > TOLERANCES.roundoff * _EPS64 * abs(j0):
+            return True  # a change float64 could not show either: no evidence
         moved = ev(ws.mapping)
     return moved != j0
 
@@ -314,7 +318,7 @@ def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sam
     if not math.isfinite(j0):
         return _nonfinite_result(slots, ctx.thresholds, j0, ev, seed, sample, epsilon)
     ev.base(params, "at the start, measured twice")
-    if not _sees_below_float32(ev, params, slots, j0, seed):
+    if not _sees_below_float32(ev, params, slots, j0):
         ev.computes_in = precision_of(np.dtype(np.float32))
 
     outcomes: Dict[str, Outcome] = {}
