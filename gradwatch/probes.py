@@ -57,17 +57,14 @@ class Grid:
         self.grain = math.inf  # the largest power of two dividing every value
         self.largest = 0.0
 
-    def add(self, value: float) -> bool:
-        """Take a loss value; whether the grid may have changed."""
+    def add(self, value: float) -> None:
+        """Take a loss value (zeros and non-finite values say nothing of a grid)."""
         if value == 0.0 or not math.isfinite(value):
-            return False
-        grain, largest = min(self.grain, dyadic_grain(value)), max(self.largest, abs(value))
-        grew = len(self.seen) < TOLERANCES.grid_values and value not in self.seen
-        if grew:
+            return
+        self.grain = min(self.grain, dyadic_grain(value))
+        self.largest = max(self.largest, abs(value))
+        if len(self.seen) < TOLERANCES.grid_values:
             self.seen.add(value)
-        changed = grew or grain != self.grain or largest != self.largest
-        self.grain, self.largest = grain, largest
-        return changed
 
     def resolution(self, precision: float) -> float:
         """The grid's spacing when the values show one coarser than ``grid_dyadic_margin`` × their precision
@@ -116,7 +113,8 @@ class Evaluator:
             self._f16 = self._f16 and self._f32 and abs(value) <= _F16_MAX and float(np.float16(value)) == value
             if len(self._distinct) < 3:
                 self._distinct.add(value)
-        if self.grid.add(value) and not self.whole:
+        self.grid.add(value)
+        if not self.whole:
             self.resolution = self.grid.resolution(self.precision)
         if self.progress is not None:
             self.progress(self.count, max(self.planned, self.count))

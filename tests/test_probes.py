@@ -506,3 +506,14 @@ def test_an_evaluator_reads_the_grid_of_what_the_loss_returns():
     for _ in range(8):
         ev(None)
     assert ev.resolution == 2 * TOLERANCES.roundoff * float(np.spacing(1e8)) and not ev.whole
+
+
+def test_a_grid_at_exactly_the_margin_with_exactly_the_evidence_is_read():
+    # 1 and values below it on multiples of 2^-48: 16x the ulp of 1 (the largest), four values: 16 bits
+    values = [1.0] + [1.0 - k * 2.0**-48 for k in (1, 3, 5)]
+    assert _grid_of(values).resolution(EPS) == 2 * TOLERANCES.roundoff * 2.0**-48
+    assert _grid_of(values[:3]).resolution(EPS) == 0.0
+
+
+def test_a_grid_of_no_values_or_of_zeros_says_nothing():
+    assert _grid_of([]).resolution(EPS) == 0.0 and _grid_of([0.0, 0.0, math.inf]).resolution(EPS) == 0.0
