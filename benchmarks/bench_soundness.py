@@ -259,6 +259,64 @@ def case_threads(seeds):
     return c
 
 
+def case_cancelling_loss(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        w = np.random.default_rng(seed).standard_normal((3, 4))
+        for big in (1e6, 1e8, 1e12):
+            const = big + float(np.sum(w ** 2))
+            c[run(lambda: outcome(check_gradients(lambda q: (big + float(np.sum(q["W"] ** 2))) - const, {"W": w},
+                                                  {"dW": 2 * w}, seed=seed)))] += 1
+    return c
+
+
+def case_zero_at_the_point(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        a, b = np.array([1.0, -2.0]), np.array([1.0, -2.0])
+        c[run(lambda: outcome(check_gradients(lambda q: float(np.sum(q["a"] ** 2) + 5 * np.sum(q["b"])), {"a": a, "b": b},
+                                              {"da": 2 * a, "db": 2 * b}, seed=seed), "b"))] += 1
+    return c
+
+
+def case_underflow(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        for n in (20, 400):
+            w, k = rng.standard_normal(n), rng.uniform(0.5, 2.0, n)
+            c[run(lambda: outcome(check_gradients(lambda q: float(1e-200 * np.sum(k * q["w"] ** 2)), {"w": w},
+                                                  {"dw": -2e-200 * k * w}, seed=seed)))] += 1
+    return c
+
+
+def case_float32_cast(seeds):
+    from test_check import _Float32Net
+
+    c = Counter()
+    for seed in range(seeds):
+        for hidden in (8, 64):
+            net = _Float32Net(hidden, seed)
+            c[run(lambda: outcome(check_gradients(lambda q: net.loss(q, True), net.params, net.grads(), seed=seed)))] += 1
+    return c
+
+
+def case_keys_alike(_):
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    loss = lambda q: float(np.sum(q[1] ** 2) + np.sum(q["1"] ** 2))  # noqa: E731
+    return Counter([run(lambda: outcome(check_gradients(loss, {1: a, "1": b}, {1: np.array([7.0, -9.0]), "1": 2 * b},
+                                                        seed=0)))])
+
+
+def case_decimal_epsilon(seeds):
+    c = Counter()
+    for seed in range(seeds):
+        for eps in (1e-7, 1e-4):
+            c[run(lambda: outcome(check_gradients(lambda q: float(q["t"] * 2.0), {"t": np.array(4.0 + seed)},
+                                                  {"dt": np.array(2.5)}, epsilon=eps, seed=seed)))] += 1
+    return c
+
+
 CASES = [
     ("float32 tanh regression (73 params), dW2 without its L2 term (auto and all)", case_float32_l2, 20, "wrong"),
     ("loss 1e12 + J, gradient doubled", case_offset, 10, "not right"),
@@ -278,6 +336,12 @@ CASES = [
     ("tied weights {enc: W, dec: W} (float64 and float32)", case_tied, 1, "an error naming both"),
     ("20 float32 tensors of 3 entries, float32 loss, half wrong", case_budget_crash, 100, "no crash"),
     ("two threads checking the same arrays", case_threads, 10, "intact, both right"),
+    ("loss (big + sum W^2) - c, big 1e6, 1e8, 1e12, right gradient", case_cancelling_loss, 10, "not wrong"),
+    ("sum(a^2) + 5 sum(b), 0 at the point, db wrong", case_zero_at_the_point, 10, "wrong"),
+    ("loss and gradient scaled by 1e-200 (20, 400 entries), gradient's sign flipped", case_underflow, 10, "not right"),
+    ("float32 net (8, 64 units), loss casts to float32, right gradient", case_float32_cast, 10, "not wrong"),
+    ("params keyed 1 and '1', one gradient wrong", case_keys_alike, 1, "an error, or not right"),
+    ("2 theta at an integer, epsilon 1e-7 and 1e-4, gradient 25% off", case_decimal_epsilon, 10, "wrong"),
 ]
 
 

@@ -38,7 +38,7 @@ from .localise import Located, localise
 from .measure import Context, Outcome, coordinate_stage, direction_stage, runner, step_for
 from .noise import Judgement, Settled, direction_upper, judge, reference_norm, why_unsure
 from .numerics import relative_difference
-from .probes import Evaluator, Progress
+from .probes import Evaluator, Probe, Progress, measure, random_direction
 from .result import CheckResult, ParamCheck
 from .screen import Screen, cleared, groups, screen_bounds, screen_group
 from .tolerances import TOLERANCES, precision_of, threshold_for
@@ -145,9 +145,35 @@ def _judge_all(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome]
     for s in slots:
         if s.name in outcomes:
             o = outcomes[s.name]
-            out[s.name] = _covering(judge(o.probes, ctx.thresholds[s.name], o.reference, o.statistical, s.grad_finite),
-                                    o, s)
+            judgement = _covering(judge(o.probes, ctx.thresholds[s.name], o.reference, o.statistical, s.grad_finite),
+                                  o, s)
+            out[s.name] = _flat_only_at_small_steps(ctx, s, o, judgement)
     return out
+
+
+#: A tensor the loss never resolved is moved once this many times further, to tell a loss that rounds
+#: from one that does not use the tensor.
+FLAT_STEP_GROWTH = 1e3
+
+
+def _flat_only_at_small_steps(ctx: Context, slot: Slot, outcome: Outcome, judgement: Judgement) -> Judgement:
+    """A tensor found wrong because the loss did not change at all when it moved (every numeric derivative
+    exactly 0) is moved once more, ``FLAT_STEP_GROWTH`` times further: a loss that changes there only rounds
+    (or cancels large terms) below that, and the check could not have seen an error: inconclusive. One that
+    stays flat does not use the tensor: wrong stands. Two loss evaluations, for such tensors only."""
+    p = outcome.probes
+    if judgement.verdict != "wrong" or not p.numeric.size or np.any(p.numeric) or not np.any(p.analytic):
+        return judgement
+    probe = Probe.of([(random_direction(slot, 0, slot.size, ctx.rng), 1.0)])
+    step = outcome.step * FLAT_STEP_GROWTH  # per entry, as the probes' step
+    with Workspace(ctx.params, [slot]) as ws:
+        far = measure(ctx.ev, ws, probe, step)
+    if far is None or far.flat:
+        return judgement
+    return dataclasses.replace(judgement, verdict="inconclusive", reason=(
+        f"the loss did not change at all at steps of {outcome.step:.2g}, but does at {step:.2g}: it rounds (or "
+        "cancels large terms, like (1e12 + x) - 1e12) more coarsely than a step moves it; compute it without the "
+        "large constant terms, and unrounded"))
 
 
 def _covering(judgement: Judgement, outcome: Outcome, slot: Slot) -> Judgement:

@@ -55,25 +55,23 @@ class Grid:
     def __init__(self) -> None:
         self.seen: Set[float] = set()  # the first distinct values, up to grid_values
         self.grain = math.inf  # the largest power of two dividing every value
-        self.largest = 0.0
 
     def add(self, value: float) -> None:
         """Take a loss value (zeros and non-finite values say nothing of a grid)."""
         if value == 0.0 or not math.isfinite(value):
             return
         self.grain = min(self.grain, dyadic_grain(value))
-        self.largest = max(self.largest, abs(value))
         if len(self.seen) < TOLERANCES.grid_values:
             self.seen.add(value)
 
     def resolution(self, precision: float) -> float:
-        """The grid's spacing when the values show one coarser than ``grid_dyadic_margin`` × their precision
-        (an absolute bound on one loss's rounding, as ``TOLERANCES.roundoff`` × precision × |J| is a relative
-        one): twice that many units of the grid, the grid being the ulp where the loss was rounded; else 0."""
-        coarse = self.grain / (precision * self.largest) if self.largest > 0 else 0.0
-        if coarse < TOLERANCES.grid_dyadic_margin or len(self.seen) * math.log2(coarse) < TOLERANCES.grid_evidence_bits:
-            return 0.0
-        return 2 * TOLERANCES.roundoff * self.grain
+        """The grid's spacing when the values show it: a value computed to ``precision`` sits on a grid r×
+        coarser than ``precision`` × its size by a chance of about 1/r, so the kept values must together put
+        the odds at 2^-``grid_evidence_bits``. Then twice ``TOLERANCES.roundoff`` units of the grid bound one
+        loss's rounding (the grid is the ulp where it was rounded), as ``roundoff`` × precision × |J| does
+        otherwise; else 0."""
+        bits = sum(math.log2(max(1.0, self.grain / (precision * abs(v)))) for v in self.seen)
+        return 2 * TOLERANCES.roundoff * self.grain if bits >= TOLERANCES.grid_evidence_bits else 0.0
 
 
 class Evaluator:

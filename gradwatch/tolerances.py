@@ -54,12 +54,11 @@ class Tolerances:
     #: entry instead of its own (round-off) size.
     zero_roundoff: float = 1e3
     zero_gradient_floor: float = 1e-2
-    #: A loss whose values are all multiples of a power of two coarser than ``grid_dyadic_margin`` × their
-    #: precision × the largest of them rounds to that grid (large terms that cancel): the grid is its
-    #: resolution, once the distinct values make chance unlikely: a value computed to its precision sits on
-    #: a grid r× coarser than its ulp by a chance of 1/r, so n values at r need n·log2(r) ≥ ``grid_evidence_bits``
-    #: (four values at 16×, one at 65536×). ``grid_values`` distinct values are kept.
-    grid_dyadic_margin: float = 16.0
+    #: A loss whose values are all multiples of a power of two far coarser than their precision × their
+    #: size rounds to that grid (large terms that cancel): the grid is its resolution, once the values make
+    #: chance unlikely: a value computed to its precision sits on a grid r× coarser by a chance of about
+    #: 1/r, so the kept values' log2(r) must sum to ``grid_evidence_bits`` (four values at 16×, one at
+    #: 65536×). The first ``grid_values`` distinct values are kept.
     grid_evidence_bits: float = 16.0
     grid_values: int = 4
     #: Direction probes per tensor: first batch, and most (useful ones; as many again may be replaced).

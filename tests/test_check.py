@@ -1647,3 +1647,14 @@ def test_a_loss_that_computes_float32_tensors_in_float32_is_never_called_wrong_w
     assert "b1" in check_gradients(lambda p: net.loss(p, True), net.params, buggy, seed=0).failed
     plain = check_gradients(lambda p: net.loss(p, False), net.params, grads, seed=0)
     assert plain.passed and "computes in float32" not in str(plain)
+
+
+@pytest.mark.parametrize("entries", [12, 400])  # coordinates, directions
+def test_a_loss_that_never_resolves_a_step_is_inconclusive_and_one_that_ignores_a_tensor_wrong(entries):
+    w = np.random.default_rng(0).standard_normal(entries)
+    const = 1e12 + float(np.sum(w ** 2))
+    rounded = check_gradients(lambda p: (1e12 + float(np.sum(p["w"] ** 2))) - const, {"w": w}, {"dw": 2 * w}, seed=0)
+    note = rounded.per_param["w"].note  # all its values 0 (12 entries), or on the grid of 1e12's ulp (400)
+    assert rounded.verdict == "inconclusive" and ("does at" in note if entries == 12 else "grid" in note)
+    ignored = check_gradients(lambda p: float(np.sum(w ** 2)), {"w": w.copy()}, {"dw": 2 * w}, seed=0)
+    assert ignored.failed == ("w",) and "did not change at all" in ignored.per_param["w"].note
