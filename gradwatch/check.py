@@ -38,7 +38,7 @@ from .localise import Located, localise
 from .measure import Context, Outcome, coordinate_stage, direction_stage, runner, step_for
 from .noise import Judgement, Settled, direction_upper, judge, reference_norm, why_unsure
 from .numerics import relative_difference
-from .probes import Evaluator, Probe, Progress, measure, random_direction
+from .probes import Evaluator, Probe, Progress, loss_at, random_direction
 from .result import CheckResult, ParamCheck
 from .screen import Screen, cleared, groups, screen_bounds, screen_group
 from .tolerances import TOLERANCES, precision_of, threshold_for
@@ -151,24 +151,20 @@ def _judge_all(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome]
     return out
 
 
-#: A tensor the loss never resolved is moved once this many times further, to tell a loss that rounds
-#: from one that does not use the tensor.
-FLAT_STEP_GROWTH = 1e3
-
-
 def _flat_only_at_small_steps(ctx: Context, slot: Slot, outcome: Outcome, judgement: Judgement) -> Judgement:
     """A tensor found wrong because the loss did not change at all when it moved (every numeric derivative
-    exactly 0) is moved once more, ``FLAT_STEP_GROWTH`` times further: a loss that changes there only rounds
+    exactly 0) is moved once more, ``flat_step_growth`` times further: a loss that changes there only rounds
     (or cancels large terms) below that, and the check could not have seen an error: inconclusive. One that
-    stays flat does not use the tensor: wrong stands. Two loss evaluations, for such tensors only."""
+    stays flat (or cannot be computed there) does not show it: wrong stands. Two loss evaluations, for such
+    tensors only."""
     p = outcome.probes
     if judgement.verdict != "wrong" or not p.numeric.size or np.any(p.numeric) or not np.any(p.analytic):
         return judgement
     probe = Probe.of([(random_direction(slot, 0, slot.size, ctx.rng), 1.0)])
-    step = outcome.step * FLAT_STEP_GROWTH  # per entry, as the probes' step
+    step = outcome.step * TOLERANCES.flat_step_growth  # per entry, as the probes' step
     with Workspace(ctx.params, [slot]) as ws:
-        far = measure(ctx.ev, ws, probe, step)
-    if far is None or far.flat:
+        far = [loss_at(ctx.ev, ws, probe, sign * step, optional=True) for sign in (1.0, -1.0)]
+    if not all(j is not None and math.isfinite(j) for j in far) or far[0] == far[1]:
         return judgement
     return dataclasses.replace(judgement, verdict="inconclusive", reason=(
         f"the loss did not change at all at steps of {outcome.step:.2g}, but does at {step:.2g}: it rounds (or "

@@ -61,6 +61,9 @@ class Tolerances:
     #: 65536×). The first ``grid_values`` distinct values are kept.
     grid_evidence_bits: float = 16.0
     grid_values: int = 4
+    #: A tensor found wrong only because the loss never changed when it moved is moved once this many
+    #: times further: a loss that changes there rounds (inconclusive), one that stays flat ignores it.
+    flat_step_growth: float = 1e3
     #: Direction probes per tensor: first batch, and most (useful ones; as many again may be replaced).
     probes_first: int = 2
     probes_max: int = 8

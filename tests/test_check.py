@@ -1658,3 +1658,16 @@ def test_a_loss_that_never_resolves_a_step_is_inconclusive_and_one_that_ignores_
     assert rounded.verdict == "inconclusive" and ("does at" in note if entries == 12 else "grid" in note)
     ignored = check_gradients(lambda p: float(np.sum(w ** 2)), {"w": w.copy()}, {"dw": 2 * w}, seed=0)
     assert ignored.failed == ("w",) and "did not change at all" in ignored.per_param["w"].note
+
+
+def test_a_flat_tensor_whose_loss_fails_further_out_stays_wrong_without_a_crash():
+    w = np.full(6, 4.9999)
+    fixed = w.copy()
+
+    def loss(p):  # reads its own copy (the tensor never moves the loss), and has a domain edge at 5
+        if np.any(p["w"] > 5.0):
+            raise ValueError("outside the domain")
+        return float(np.sum(np.sin(fixed)))
+
+    result = check_gradients(loss, {"w": w}, {"dw": np.cos(w)}, seed=0)
+    assert result.failed == ("w",) and np.array_equal(w, fixed)
