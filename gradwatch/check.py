@@ -38,7 +38,7 @@ from .localise import Located, localise
 from .measure import Context, Outcome, coordinate_stage, direction_stage, runner, step_for
 from .noise import Judgement, Settled, direction_upper, judge, reference_norm, why_unsure
 from .numerics import relative_difference
-from .probes import Evaluator, Probe, Progress, loss_at, random_direction
+from .probes import Evaluator, Grid, Probe, Progress, dyadic_grain, loss_at, random_direction
 from .result import CheckResult, ParamCheck
 from .screen import Screen, cleared, groups, screen_bounds, screen_group
 from .tolerances import TOLERANCES, precision_of, threshold_for
@@ -153,10 +153,11 @@ def _judge_all(ctx: Context, slots: Sequence[Slot], outcomes: Dict[str, Outcome]
 
 def _flat_only_at_small_steps(ctx: Context, slot: Slot, outcome: Outcome, judgement: Judgement) -> Judgement:
     """A tensor found wrong because the loss did not change at all when it moved (every numeric derivative
-    exactly 0) is moved once more, ``flat_step_growth`` times further: a loss that changes there only rounds
-    (or cancels large terms) below that, and the check could not have seen an error: inconclusive. One that
-    stays flat (or cannot be computed there) does not show it: wrong stands. Two loss evaluations, for such
-    tensors only."""
+    exactly 0) is moved once more, ``flat_step_growth`` times further: a loss that changes there onto a grid
+    (:class:`gradwatch.probes.Grid`) rounds (or cancels large terms) below that, and the check could not have
+    seen an error: inconclusive. One that stays flat, changes smoothly (ReLU units dead at the point come
+    alive that far out: a forgotten mask is wrong) or cannot be computed there leaves wrong standing. Two
+    loss evaluations, for such tensors only."""
     p = outcome.probes
     if judgement.verdict != "wrong" or not p.numeric.size or np.any(p.numeric) or not np.any(p.analytic):
         return judgement
@@ -164,12 +165,20 @@ def _flat_only_at_small_steps(ctx: Context, slot: Slot, outcome: Outcome, judgem
     step = outcome.step * TOLERANCES.flat_step_growth  # per entry, as the probes' step
     with Workspace(ctx.params, [slot]) as ws:
         far = [loss_at(ctx.ev, ws, probe, sign * step, optional=True) for sign in (1.0, -1.0)]
-    if not all(j is not None and math.isfinite(j) for j in far) or far[0] == far[1]:
-        return judgement
+    if not all(j is not None and math.isfinite(j) for j in far) or far[0] == far[1] or not _on_a_grid(far):
+        return judgement  # flat there too, or moved without the grid a rounding loss lands on (dead units revived)
     return dataclasses.replace(judgement, verdict="inconclusive", reason=(
         f"the loss did not change at all at steps of {outcome.step:.2g}, but does at {step:.2g}: it rounds (or "
         "cancels large terms, like (1e12 + x) - 1e12) more coarsely than a step moves it; compute it without the "
         "large constant terms, and unrounded"))
+
+
+def _on_a_grid(values: Sequence[Optional[float]]) -> bool:
+    """Whether these losses sit on a grid far coarser than float64 (whatever precision their values suggest)."""
+    grid = Grid()
+    for v in values:
+        grid.add(float(v) if v is not None else math.nan)
+    return grid.resolution(_EPS64) > 0
 
 
 def _covering(judgement: Judgement, outcome: Outcome, slot: Slot) -> Judgement:
@@ -335,6 +344,8 @@ def _check(loss_fn: Callable[[Any], Any], params: Params, slots: List[Slot], sam
            threshold: Optional[float], seed: int, progress: Optional[Progress]) -> CheckResult:
     mode, limit, planned = _plan(slots, sample)
     ev = Evaluator(loss_fn, progress, planned, limit)
+    if epsilon is not None and dyadic_grain(epsilon) >= epsilon * 2.0 ** -12:
+        ev.grid = None  # a step of few binary digits (2**-20) puts exact values on a coarse grid by itself
     j0 = ev.base(params, "at the start")
     ctx = _context(ev, params, slots, j0, epsilon, threshold, seed)
     if not math.isfinite(j0):

@@ -186,9 +186,10 @@ def settle(analytic: float, trail: Sequence[Measurement], ev: Evaluator, j0: flo
         return Settled(analytic, first.numeric, gap, gap + roundoff + (known or 0.0), 0.0, clean, "", last.numeric)
     previous = trail[-2]
     moved = abs(last.numeric - previous.numeric)
-    if last.flat and not first.flat:
+    if last.flat and not first.flat and abs(previous.numeric) > ev.roundoff_of(previous, j0):
         # the step shrank below what the loss resolves (it rounds, or cancels large terms): an estimate of 0
-        # there is no measurement, and two of them agreeing prove nothing
+        # there is no measurement, and two of them agreeing prove nothing (unless the step before was itself
+        # 0 within its round-off: then the two agree, and the derivative is that small)
         return Settled(analytic, first.numeric, gap, gap + roundoff + moved, 0.0, False, "", last.numeric)
     agreed = agree(previous, last, ev, analytic, threshold, reference)
     # what the last estimate may still carry of truncation: Richardson's estimate, doubled
@@ -436,7 +437,7 @@ def why_unsure(probes: ProbeSet, ev: Evaluator, epsilon: Optional[float], j0: fl
                 f"of the parameter) that the truncation of a central difference at the step h = {truncated_at:.2g} "
                 "could hide an error of the threshold's size: pass a smaller epsilon (truncation falls with h², "
                 "round-off grows with 1/h), or check at another point")
-    if epsilon is not None and epsilon > math.sqrt(ev.precision) and (noisy or not probes.settled):
+    if epsilon is not None and epsilon > 100 * float(np.cbrt(ev.precision)) and (noisy or not probes.settled):
         return (f"epsilon={epsilon:g} is so large that the loss's bending over a step (truncation) swamps the "
                 "differences: leave epsilon=None (gradwatch chooses the step) or pass a smaller one")
     if noisy and epsilon is not None:

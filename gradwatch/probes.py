@@ -92,7 +92,8 @@ class Evaluator:
         self.resolution = 0.0  # an absolute floor on the loss's noise: 1 for an integer loss, or its grid's spacing
         self.whole = False  # the loss came back as an integer
         self.computes_in = 0.0  # the precision the loss computes in, when shown narrower than what it returns
-        self.grid = Grid()
+        self.grid: Optional[Grid] = Grid()  # None: not read (dyadic steps put exact values on a grid)
+        self._at_point = False  # evaluating the loss at the unperturbed point
         self.repeats = 0  # probes measured twice at the same step
 
     def affords(self, n: int) -> bool:
@@ -111,9 +112,11 @@ class Evaluator:
             self._f16 = self._f16 and self._f32 and abs(value) <= _F16_MAX and float(np.float16(value)) == value
             if len(self._distinct) < 3:
                 self._distinct.add(value)
-        self.grid.add(value)
-        if not self.whole:
-            self.resolution = self.grid.resolution(self.precision)
+        if self.grid is not None and not self._at_point:  # the loss at the point (an integer, say) proves nothing
+            self.grid.add(value)
+            if not self.whole:  # against the precision declared, not one read from the values (a grid's fit float32)
+                declared = precision_of(self.loss_dtype) if self.loss_dtype is not None else _EPS64
+                self.resolution = self.grid.resolution(max(declared, self.computes_in))
         if self.progress is not None:
             self.progress(self.count, max(self.planned, self.count))
         return value
@@ -163,7 +166,11 @@ class Evaluator:
 
     def base(self, mapping: Any, where: str) -> float:
         """The loss at the unperturbed parameters, compared with every earlier one."""
-        value = self(mapping)
+        self._at_point = True
+        try:
+            value = self(mapping)
+        finally:
+            self._at_point = False
         if self.base_losses and math.isfinite(value):
             self.same_point(self.base_losses[0], value, where)
         self.base_losses.append(value)

@@ -1671,3 +1671,49 @@ def test_a_flat_tensor_whose_loss_fails_further_out_stays_wrong_without_a_crash(
 
     result = check_gradients(loss, {"w": w}, {"dw": np.cos(w)}, seed=0)
     assert result.failed == ("w",) and np.array_equal(w, fixed)
+
+
+@pytest.mark.parametrize("tiny", [1e-12, 3e-11, 1e-9])
+def test_a_wrong_entry_whose_true_derivative_is_below_round_off_is_wrong(tiny):
+    w = np.array([1.1, 2.3, -0.7, tiny])
+    g = w.copy()
+    g[3] = 1e-3
+    assert check_gradients(lambda p: float(0.5 * np.sum(p["w"] ** 2)), {"w": w}, {"w": g}, seed=0).failed == ("w",)
+
+
+def test_a_forgotten_relu_mask_on_units_dead_near_their_kinks_is_wrong():
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((8, 5)), rng.standard_normal(8)
+    params = {"W1": rng.standard_normal((5, 6)) * 1e-4, "b1": -np.full(6, 2e-3), "w2": rng.standard_normal(6),
+              "c": np.array([0.3])}  # every unit dead, within a thousand steps of its kink
+
+    def loss(p):
+        a = np.maximum(x @ p["W1"] + p["b1"], 0)
+        return float(0.5 * np.mean((a @ p["w2"] + p["c"] - t) ** 2))
+
+    a = np.maximum(x @ params["W1"] + params["b1"], 0)
+    d = (a @ params["w2"] + params["c"] - t) / 8
+    dz = d[:, None] * params["w2"]  # the mask (z > 0) forgotten
+    grads = {"W1": x.T @ dz, "b1": dz.sum(0), "w2": a.T @ d, "c": np.array([d.sum()])}
+    assert set(check_gradients(loss, params, grads, seed=0).failed) == {"W1", "b1"}
+
+
+def test_dyadic_parameters_stepped_by_a_power_of_two_are_judged_as_any_other():
+    th = np.array([1.0, 2.0, 3.0, -4.0, 5.0])
+    right = check_gradients(lambda p: float(np.sum(p["w"] ** 2)), {"w": th}, {"w": 2 * th}, sample="all", epsilon=2**-20)
+    wrong = check_gradients(lambda p: float(np.sum(3 * p["w"])), {"w": th}, {"w": 3 * np.ones(5) * (1 + 1e-5)},
+                            sample="all", epsilon=2**-20)
+    assert right.passed and wrong.failed == ("w",)
+
+
+@pytest.mark.parametrize("constant", [0.0, 0.1])  # an integer loss at the point, or not
+def test_a_constant_added_to_the_loss_does_not_change_the_verdicts(constant):
+    rng = np.random.default_rng(1)
+    w = rng.integers(-4, 5, size=60).astype(float)
+    c = w + rng.uniform(5e-5, 3e-4, 60)  # inactive ReLU kinks just beyond the point
+    g = w + (w > c)
+    loss = lambda p: float(0.5 * np.sum(p["w"] ** 2) + np.sum(np.maximum(0, p["w"] - c)) + constant)  # noqa: E731
+    bad = g.copy()
+    bad[7] += 1e-4
+    assert check_gradients(loss, {"w": w}, {"w": g}, seed=0).passed
+    assert check_gradients(loss, {"w": w}, {"w": bad}, seed=0).failed == ("w",)

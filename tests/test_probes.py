@@ -517,3 +517,13 @@ def test_a_grid_at_exactly_the_margin_with_exactly_the_evidence_is_read():
 
 def test_a_grid_of_no_values_or_of_zeros_says_nothing():
     assert _grid_of([]).resolution(EPS) == 0.0 and _grid_of([0.0, 0.0, math.inf]).resolution(EPS) == 0.0
+
+
+def test_the_loss_at_the_point_is_no_evidence_of_a_grid():
+    values = iter([7.0, 7.0, 7.0 + 1e-9 * math.pi])  # an integer at the point, then a perturbed value
+    ev = ev_of(lambda p: next(values))
+    ev.base(None, "start")
+    ev.base(None, "again")
+    assert ev.resolution == 0.0
+    ev(None)
+    assert ev.resolution == 0.0
