@@ -47,10 +47,11 @@ def dyadic_grain(value: float) -> float:
 class Grid:
     """The coarsest power-of-two grid the loss's values sit on, when it is far coarser than their
     precision: a loss that cancels large terms (``(1e8 + s) − c`` lands on multiples of 1e8's ulp) is only
-    that precise, however small its values. Evidence needs ``grid_values`` distinct values: a value computed
-    to its precision sits on a grid 16× coarser than its ulp by a chance of 1/16; a single value can be
-    evidence enough (``(1e12 + f) − 1e12`` sits on a grid 2^39 × coarser than its ulp). (Grids of powers of ten,
-    ``round(J, 3)``, are not read: integer data and a decimal ``epsilon`` put exact values on them too.)"""
+    that precise, however small its values. The first ``grid_values`` distinct values are weighed: a value
+    computed to its precision sits on a grid 16× coarser than its ulp by a chance of 1/16, so four such make
+    evidence, and a single one can (``(1e12 + f) − 1e12`` sits on a grid 2^39 × coarser than its ulp). (Grids
+    of powers of ten, ``round(J, 3)``, are not read: integer data and a decimal ``epsilon`` put exact values
+    on them too.)"""
 
     def __init__(self) -> None:
         self.seen: Set[float] = set()  # the first distinct values, up to grid_values
