@@ -249,3 +249,13 @@ def test_an_entry_shows_an_error_only_when_its_own_difference_reaches_the_thresh
     e, slot, ev, ws = setup(np.full(16, 1e-5))
     got = localise(Runner(e), ev, ws, slot, first_of(e), 1e-6, np.random.default_rng(0), threshold)
     assert got.spread and (got.worst is not None) is shown and got.localised is shown
+
+
+def test_an_entry_is_weighed_against_the_threshold_times_its_own_size():
+    # gradients of 0.01: formula (2) of an entry carrying 1e-5 is ~5e-4, above a threshold of 1e-4
+    e = np.full(16, 1e-5)
+    w = np.zeros(16)
+    slot = build_slot("w", "w", w, np.full(16, 0.01))
+    ev = Evaluator(lambda p: 0.0, None, 0, None)
+    got = localise(Runner(e), ev, Workspace({"w": w}, [slot]), slot, first_of(e), 1e-6, np.random.default_rng(0), 1e-4)
+    assert got.worst is not None and got.localised
