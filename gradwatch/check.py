@@ -38,7 +38,7 @@ from .localise import Located, localise
 from .measure import Context, Outcome, coordinate_stage, direction_stage, runner, step_for
 from .noise import Judgement, Settled, direction_upper, judge, reference_norm, why_unsure
 from .numerics import relative_difference
-from .probes import Evaluator, Grid, Probe, Progress, dyadic_grain, loss_at, random_direction
+from .probes import RAISED_BY_LOSS_FN, Evaluator, Grid, Probe, Progress, dyadic_grain, loss_at, random_direction
 from .result import CheckResult, ParamCheck
 from .screen import Screen, cleared, groups, screen_bounds, screen_group
 from .tolerances import TOLERANCES, precision_of, threshold_for
@@ -287,6 +287,14 @@ def _guarded_check(guard: Guard, loss_fn: Callable[[Any], Any], params: Params, 
     except BaseException as exc:
         changed = guard.changed()
         restored = guard.restore()
+        if changed and isinstance(exc, Exception) and not getattr(exc, RAISED_BY_LOSS_FN, False):
+            # the check ran into what loss_fn did to the arrays (resized, re-typed): name that, not the symptom
+            raise GradWatchError(
+                f"loss_fn changed params {_names(changed)} (in place, or by replacing the array), and the check "
+                f"could not go on ({type(exc).__name__}: {exc}); it must compute the loss from the mapping it is "
+                "handed without modifying it. "
+                + ("The parameters were restored." if restored else "They could not all be restored.")
+            ) from exc
         if changed and hasattr(exc, "add_note"):  # Python 3.11+
             exc.add_note(f"gradwatch: loss_fn changed params {_names(changed)} during the check"
                          + (": they were put back" if restored else

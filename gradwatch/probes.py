@@ -8,6 +8,7 @@ random bytes, and reused for the analytic side and both perturbations.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
@@ -29,6 +30,8 @@ GAUSSIAN_MAX_ENTRIES = 1 << 16
 #: are normal to within a hair.
 DIRECTION_SCALE = 1.0 / math.sqrt(127 * 129 / 3)
 _EPS64 = float(np.finfo(np.float64).eps)
+#: Set on an exception that ``loss_fn`` itself raised (as against one the check ran into).
+RAISED_BY_LOSS_FN = "_gradwatch_raised_by_loss_fn"
 _F32_MAX = float(np.finfo(np.float32).max)
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -101,7 +104,13 @@ class Evaluator:
         return self.limit is None or self.count + n <= self.limit
 
     def __call__(self, mapping: Any) -> float:
-        value, dtype = as_loss(self.loss_fn(mapping))
+        try:
+            returned = self.loss_fn(mapping)
+        except BaseException as exc:
+            with contextlib.suppress(AttributeError, TypeError):  # tell the user's own error from the check's
+                setattr(exc, RAISED_BY_LOSS_FN, True)
+            raise
+        value, dtype = as_loss(returned)
         self.count += 1
         if dtype is not None and dtype.kind != "f":
             self.whole = True
