@@ -18,8 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, MutableMapping,
 import numpy as np
 
 from .errors import GradWatchError
-from .numerics import SAFE_SQUARES
-from .numerics import named_tensors
+from .numerics import named_tensors, norm2
 
 Params = Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
 Grads = Union[Mapping[Any, Any], Sequence[Any]]
@@ -208,18 +207,9 @@ class Slot:
         return self.grad[lo:hi].astype(np.float64, copy=False)
 
     def grad_norm(self) -> float:
-        """‖grad‖₂; where the squares overflow (entries of 1e160) or underflow (1e-160), again scaled by the
-        largest entry."""
-        with np.errstate(over="ignore", under="ignore"):
-            squares = math.fsum(float(np.dot(c, c)) for c in (self.grad_chunk(lo, hi) for lo, hi in chunks(0, self.size)))
-        if math.isfinite(squares) and squares > SAFE_SQUARES:
-            return math.sqrt(squares)
-        top = max((float(np.max(np.abs(self.grad_chunk(lo, hi)), initial=0.0)) for lo, hi in chunks(0, self.size)),
-                  default=0.0)
-        if top == 0.0 or not math.isfinite(top):
-            return top
-        parts = (self.grad_chunk(lo, hi) / top for lo, hi in chunks(0, self.size))
-        return top * math.sqrt(math.fsum(float(np.dot(c, c)) for c in parts))
+        """‖grad‖₂, chunk by chunk, by :func:`gradwatch.numerics.norm2` (no overflow at 1e160, no underflow
+        at 1e-160)."""
+        return norm2([norm2(self.grad_chunk(lo, hi)) for lo, hi in chunks(0, self.size)])
 
     def values(self, lo: int, hi: int) -> np.ndarray:
         """The tensor's entries ``[lo, hi)`` as float64 (a copy)."""
@@ -310,13 +300,10 @@ class Workspace:
 
     def flat(self, slot: Slot) -> Optional[np.ndarray]:
         """A writable flat view of what ``loss_fn`` sees for ``slot``; ``None`` for a non-contiguous array."""
-        if not slot.in_place:
-            self.unlocked(slot)
-            return self.work[slot.name]
-        if not slot.array.flags.c_contiguous:
+        if slot.in_place and not slot.array.flags.c_contiguous:
             return None
         self.unlocked(slot)
-        return slot.array.reshape(-1)
+        return slot.array.reshape(-1) if slot.in_place else self.work[slot.name]
 
     def writable_flat(self, slot: Slot, flat: np.ndarray) -> np.ndarray:
         """``flat`` (from :meth:`flat`), or a fresh writable view when ``loss_fn`` made it read-only since."""
@@ -468,7 +455,6 @@ class Guard:
             if not _same(array, copy, fingerprint):
                 complete = _put_back(array, copy, fingerprint) and complete
         return complete and not self.changed()
-
 
     def tidy(self) -> None:
         """Put back what no byte shows: each array's writeable flag, and the order of a mapping's keys

@@ -69,7 +69,7 @@ def norm2(x: Union[ArrayLike, Sequence[float]]) -> float:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     with np.errstate(over="ignore", under="ignore"):
         squares = float(np.dot(a, a))
-    if math.isfinite(squares) and squares > SAFE_SQUARES:
+    if math.isfinite(squares) and squares > _SAFE_SQUARES:
         return math.sqrt(squares)
     top = float(np.max(np.abs(a), initial=0.0))
     if top == 0.0 or not math.isfinite(top):
@@ -80,7 +80,7 @@ def norm2(x: Union[ArrayLike, Sequence[float]]) -> float:
 
 #: Sums of squares above this lost no entry to underflow that could matter to their root (a square
 #: below float64's smallest normal is below this by a factor ~1e16: under round-off).
-SAFE_SQUARES = 1e-290
+_SAFE_SQUARES = 1e-290
 
 
 def relative_difference(grad: ArrayLike, gradapprox: ArrayLike) -> float:
